@@ -1,0 +1,17 @@
+"""skhydra: distil an ensemble into one network that keeps its uncertainty (Hydra)."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._classifier import HydraDistilledClassifier
+from .uncertainty import predict_uncertainty
+
+try:
+    __version__ = version("skhydra")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "HydraDistilledClassifier",
+    "__version__",
+    "predict_uncertainty",
+]

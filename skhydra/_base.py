@@ -1,0 +1,383 @@
+"""Shared base of the Hydra estimators: parameters, validation and the fit sequence."""
+
+from abc import ABCMeta, abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, _fit_context, clone
+from sklearn.pipeline import Pipeline
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._augment import synthetic_rows
+from ._training import train_two_phase
+from .ensembles import _is_fitted, fit_teacher, predict_members, resolve_teacher
+from .nn import HydraModule
+
+__all__ = ["BaseHydra", "resolve_device"]
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a torch device string.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+        ``"cuda:<index>"``.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from skhydra._base import resolve_device
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but no CUDA GPU is available "
+                "(torch.cuda.is_available() is False); use device='auto' or 'cpu'."
+            )
+        index = device.partition(":")[2]
+        if index:
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise ValueError(
+                    f"device={device!r} names no available GPU; this machine has "
+                    f"{torch.cuda.device_count()} (cuda:0 to "
+                    f"cuda:{torch.cuda.device_count() - 1})."
+                )
+        return device
+    raise ValueError(
+        f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}."
+    )
+
+
+def _unwrap_frozen(ensemble):
+    while type(ensemble).__name__ == "FrozenEstimator":
+        ensemble = ensemble.estimator
+    return ensemble
+
+
+def _like(rows, template):
+    """Give synthetic ``rows`` the container type of the rows the teacher took."""
+    if isinstance(template, pd.DataFrame):
+        return pd.DataFrame(rows, columns=template.columns)
+    return rows
+
+
+def _fixed_seed(random_state):
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+class BaseHydra(BaseEstimator, metaclass=ABCMeta):
+    """Base class of the Hydra students; not for direct use.
+
+    Subclasses set ``_task`` and implement the task hooks: the default
+    ensemble, label checks, the construction of head targets, the criterion,
+    and the number of outputs per head.
+    """
+
+    _parameter_constraints = {
+        "ensemble": "no_validation",
+        "body_layer_sizes": [tuple, list],
+        "head_layer_sizes": [tuple, list],
+        "n_heads": [Interval(Integral, 1, None, closed="left"), None],
+        "phase1_epochs": [Interval(Integral, 0, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "augmentation": [StrOptions({"noise", "mixup"}), None],
+        "augmentation_factor": [Interval(Real, 0, None, closed="left")],
+        "noise_scale": [Interval(Real, 0, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callbacks": [list, None],
+        "skorch_params": [dict, None],
+    }
+
+    _task = None
+
+    @abstractmethod
+    def __init__(self):
+        """Subclasses restate every parameter."""
+
+    # -- task hooks --------------------------------------------------------
+
+    @abstractmethod
+    def _default_ensemble(self):
+        """Unfitted ensemble used when ``ensemble`` is None."""
+
+    @abstractmethod
+    def _check_targets(self, y, fit_ensemble):
+        """Validate ``y`` before the ensemble is fitted; return it as an array."""
+
+    @abstractmethod
+    def _check_targets_against_teacher(self, y, teacher):
+        """Check ``y`` against a fitted teacher (labels it never saw)."""
+
+    @abstractmethod
+    def _build_targets(self, predictions, assignment, y):
+        """Per-row targets for phase 1 (one head) and phase 2 (all heads)."""
+
+    @abstractmethod
+    def _criterion(self):
+        """The loss module."""
+
+    @abstractmethod
+    def _n_outputs(self, teacher):
+        """Outputs per head."""
+
+    # -- fit -----------------------------------------------------------------
+
+    @_fit_context(
+        # The ensemble may be fitted here, with its own parameter validation.
+        prefer_skip_nested_validation=False
+    )
+    def fit(self, X, y=None, sample_weight=None):
+        """Distil the ensemble into a Hydra network.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            The transfer set: rows the teacher labels and the student imitates.
+        y : array-like of shape (n_samples,), default=None
+            Targets. Needed only when the ensemble is fitted here (``None`` or
+            an unfitted ensemble); with a fitted ensemble they are checked
+            against it (classification) or used for the variance of
+            point-prediction members (regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights of the distillation loss, also passed to the
+            ensemble's ``fit`` when it is fitted here.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        for name in ("body_layer_sizes", "head_layer_sizes"):
+            sizes = getattr(self, name)
+            if not all(isinstance(s, Integral) and s >= 1 for s in sizes):
+                raise ValueError(
+                    f"{name} must be a tuple of positive integers, got {sizes!r}."
+                )
+        self.device_ = resolve_device(self.device)
+        seed = _fixed_seed(self.random_state)
+
+        pipeline_teacher = isinstance(_unwrap_frozen(self.ensemble), Pipeline)
+        if pipeline_teacher:
+            validate_data(self, X, skip_check_array=True)
+        else:
+            X = self._validate_numeric(X, reset=True)
+        if X.shape[0] == 0:
+            raise ValueError("X is empty: fit needs at least one row.")
+        fit_ensemble = self.ensemble is None or not _is_fitted(self.ensemble)
+        if y is not None:
+            check_consistent_length(X, y)
+            y = self._check_targets(y, fit_ensemble)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+
+        self.ensemble_, _ = fit_teacher(
+            self.ensemble,
+            X,
+            y,
+            sample_weight,
+            task=self._task,
+            default=self._default_ensemble,
+        )
+        teacher = resolve_teacher(self.ensemble_, self._task, self._classes_hint(y))
+        X_teacher = teacher.transform(X)
+        X_student = self._student_array(X_teacher)
+        if teacher.n_features_in_ is not None and teacher.n_features_in_ != X_student.shape[1]:
+            raise ValueError(
+                f"X has {X_student.shape[1]} features, but the ensemble's members were "
+                f"fitted on {teacher.n_features_in_}."
+            )
+        if y is not None:
+            self._check_targets_against_teacher(y, teacher)
+
+        predictions = predict_members(teacher, X_teacher)
+        rng = np.random.default_rng(seed)
+        synthetic = synthetic_rows(
+            X_student, self.augmentation, self.augmentation_factor, self.noise_scale, rng
+        )
+        n_real, n_synth = len(X_student), len(synthetic)
+        weight = np.ones(n_real) if sample_weight is None else sample_weight
+        if n_synth:
+            synth_pred = predict_members(teacher, _like(synthetic, X_teacher))
+            predictions = self._concat_predictions(predictions, synth_pred)
+            X_student = np.concatenate([X_student, synthetic])
+            weight = np.concatenate([weight, np.full(n_synth, weight.mean())])
+        if y is not None:
+            y = np.concatenate([y, np.full(n_synth, np.nan)]) if n_synth else y
+
+        self._teacher = teacher
+        self.n_members_ = teacher.n_members
+        self.n_heads_ = self.n_members_ if self.n_heads is None else self.n_heads
+        if self.n_heads_ > self.n_members_:
+            raise ValueError(
+                f"n_heads={self.n_heads} exceeds the ensemble's {self.n_members_} "
+                "members; use at most one head per member (or n_heads=None)."
+            )
+        assignment = self._assignment(teacher.weights)
+        targets1, targets2 = self._build_targets(predictions, assignment, y)
+        targets1["weight"] = targets2["weight"] = weight.astype(np.float32)
+        self._head_weights = assignment.sum(axis=1)
+
+        valid_index = self._validation_rows(len(X_student), n_real, rng)
+        loc = X_student[:n_real].mean(axis=0)
+        scale = X_student[:n_real].std(axis=0)
+        scale[scale < 1e-12] = 1.0
+        devices = [torch.device(self.device_).index or 0] if "cuda" in self.device_ else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            module = HydraModule(
+                loc,
+                scale,
+                tuple(self.body_layer_sizes),
+                tuple(self.head_layer_sizes),
+                self._n_outputs(teacher),
+                n_heads=1,
+            )
+            self.net_ = train_two_phase(
+                module,
+                self._criterion(),
+                X_student,
+                targets1,
+                targets2,
+                n_heads=self.n_heads_,
+                phase1_epochs=self.phase1_epochs,
+                phase2_epochs=self.max_epochs,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                batch_size=self.batch_size,
+                valid_index=valid_index,
+                n_iter_no_change=self.n_iter_no_change,
+                device=self.device_,
+                seed=seed,
+                verbose=self.verbose,
+                callbacks=self.callbacks,
+                skorch_params=self.skorch_params,
+            )
+        return self
+
+    # -- helpers shared by fit and predict ------------------------------------
+
+    def _classes_hint(self, y):
+        return None
+
+    @staticmethod
+    def _concat_predictions(a, b):
+        return np.concatenate([a, b])
+
+    def _assignment(self, member_weights):
+        """Matrix (n_heads, n_members) of normalised member weights per head.
+
+        Member ``m`` is distilled into head ``m % n_heads``; a head's target
+        is the weighted mixture of its members, and its weight in the
+        student's mixture is the sum of its members' weights.
+        """
+        m, h = self.n_members_, self.n_heads_
+        w = np.full(m, 1.0 / m) if member_weights is None else member_weights
+        assignment = np.zeros((h, m))
+        assignment[np.arange(m) % h, np.arange(m)] = w
+        return assignment
+
+    def _validation_rows(self, n_rows, n_real, rng):
+        if not self.early_stopping:
+            return None
+        n_valid = int(np.floor(self.validation_fraction * n_rows))
+        if n_valid < 2 or n_rows - n_valid < 2:
+            return None
+        index = np.zeros(n_rows, dtype=bool)
+        index[rng.choice(n_rows, size=n_valid, replace=False)] = True
+        return index
+
+    def _validate_numeric(self, X, reset):
+        try:
+            return validate_data(
+                self, X, reset=reset, dtype=np.float32, ensure_min_samples=1
+            )
+        except (ValueError, TypeError) as exc:
+            if isinstance(X, pd.DataFrame):
+                bad = [
+                    c
+                    for c in X.columns
+                    if not (
+                        pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])
+                    )
+                ]
+                if bad:
+                    raise ValueError(
+                        f"X has non-numeric columns {bad}. Encode them first, or pass a "
+                        "Pipeline teacher (preprocessing + ensemble) so the student "
+                        "learns from the pipeline's numeric features."
+                    ) from exc
+            raise
+
+    def _student_array(self, X_teacher):
+        if sp.issparse(X_teacher):
+            X_teacher = X_teacher.toarray()
+        try:
+            return check_array(X_teacher, dtype=np.float32)
+        except ValueError as exc:
+            raise ValueError(
+                f"The teacher's preprocessing must produce finite numbers for the student: {exc}"
+            ) from exc
+
+    def _student_input(self, X):
+        check_is_fitted(self)
+        if self._teacher.preprocessor is not None:
+            validate_data(self, X, reset=False, skip_check_array=True)
+            return self._student_array(self._teacher.transform(X))
+        return self._validate_numeric(X, reset=False)
+
+    def _forward(self, X):
+        """Raw head outputs, ndarray of shape (n_samples, n_heads, n_outputs)."""
+        X = self._student_input(X)
+        with torch.no_grad():
+            return self.net_.forward(X).numpy()
+
+    # -- scikit-learn protocol ---------------------------------------------
+
+    def __sklearn_clone__(self):
+        # A fitted ensemble is shared, not cloned: searches and cross-validation
+        # reuse it instead of refitting (or unfitting) the teacher.
+        params = self.get_params(deep=False)
+        ensemble = params.pop("ensemble")
+        try:
+            keep = ensemble is not None and _is_fitted(ensemble)
+        except ValueError:
+            keep = False
+        params = {k: clone(v, safe=False) for k, v in params.items()}
+        params["ensemble"] = ensemble if keep else clone(ensemble, safe=False)
+        return type(self)(**params)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags

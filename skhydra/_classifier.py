@@ -1,0 +1,269 @@
+"""HydraDistilledClassifier: an ensemble of classifiers distilled into one network."""
+
+from numbers import Real
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+from ._base import BaseHydra
+from ._docs import fill
+from .losses import TemperedKLLoss
+from .uncertainty import classification_uncertainty, uncertainty_frame
+
+__all__ = ["HydraDistilledClassifier"]
+
+_EPS = 1e-8
+
+
+def _tempered(probabilities, temperature):
+    """``softmax(log p / T)`` along the last axis, float32."""
+    logp = np.log(np.clip(probabilities, _EPS, 1.0)) / temperature
+    logp -= logp.max(axis=-1, keepdims=True)
+    p = np.exp(logp)
+    return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
+    """Distil an ensemble of classifiers into one network that keeps its uncertainty.
+
+    Hydra (Tran et al., 2020) trains one shared body with one light head per
+    ensemble member, in two phases: first the body and a single head learn the
+    ensemble's mean prediction (knowledge distillation), then that head is
+    copied into every head and head ``m`` learns member ``m`` through a
+    tempered KL divergence. The mean of the heads predicts like the ensemble;
+    the spread of the heads is the ensemble's disagreement, so the student
+    still reports epistemic uncertainty.
+
+    Parameters
+    ----------
+    ensemble : object, default=None
+        The teacher. A fitted scikit-learn ensemble with members in
+        ``estimators_`` (random forest, extra trees, bagging, voting), a list
+        of fitted classifiers sharing their classes (scikit-learn, skorch,
+        Pipelines), a Pipeline ending in one of these, a
+        :class:`~sklearn.frozen.FrozenEstimator` around one, or a list of
+        :class:`torch.nn.Module` returning logits. A fitted ensemble is used as
+        it is and never refit, also by clones in searches. An unfitted
+        ensemble (or list) is cloned and fitted on ``(X, y, sample_weight)``.
+        ``None`` fits a random forest of 20 trees (``random_state`` passed
+        on). Boosting and stacking are refused: their parts are not
+        interchangeable members.
+
+    {architecture}
+
+    temperature : float, default=1.0
+        Distillation temperature ``T`` of the per-head KL divergence,
+        ``T^2 / M * sum_m KL(softmax(log p_m / T) || softmax(z_m / T))``.
+        ``T > 1`` softens the members' probabilities and weighs the smaller
+        classes more; predictions always use ``T = 1``.
+
+    {training}
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The ensemble's classes (the union of its members' classes).
+
+    {attributes}
+
+    See Also
+    --------
+    HydraDistilledRegressor : The same for an ensemble of regressors.
+    skhydra.predict_uncertainty : Uncertainty of a student, a pipeline, a
+        search or the ensemble itself.
+
+    References
+    ----------
+    .. [1] L. Tran, B. S. Veeling, K. Roth, J. Swiatkowski, J. V. Dillon,
+       J. Snoek, S. Mandt, T. Salimans, S. Nowozin, R. Jenatton. "Hydra:
+       Preserving Ensemble Diversity for Model Distillation", 2020.
+       :arxiv:`2001.04694`
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from skhydra import HydraDistilledClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    >>> hydra = HydraDistilledClassifier(
+    ...     forest, body_layer_sizes=(32,), max_epochs=20, random_state=0
+    ... ).fit(X)
+    >>> hydra.n_heads_
+    10
+    >>> hydra.predict_proba(X[:2]).shape
+    (2, 3)
+    >>> hydra.predict_uncertainty(X[:2]).columns.tolist()
+    ['total', 'aleatoric', 'epistemic']
+    """
+
+    _parameter_constraints = {
+        **BaseHydra._parameter_constraints,
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    _task = "classifier"
+
+    def __init__(
+        self,
+        ensemble=None,
+        *,
+        body_layer_sizes=(256, 256),
+        head_layer_sizes=(),
+        n_heads=None,
+        temperature=1.0,
+        phase1_epochs=30,
+        max_epochs=100,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=128,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        augmentation="noise",
+        augmentation_factor=1.0,
+        noise_scale=0.5,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        callbacks=None,
+        skorch_params=None,
+    ):
+        self.ensemble = ensemble
+        self.body_layer_sizes = body_layer_sizes
+        self.head_layer_sizes = head_layer_sizes
+        self.n_heads = n_heads
+        self.temperature = temperature
+        self.phase1_epochs = phase1_epochs
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.augmentation = augmentation
+        self.augmentation_factor = augmentation_factor
+        self.noise_scale = noise_scale
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.skorch_params = skorch_params
+
+    def predict(self, X):
+        """Predict class labels: the most probable class of the heads' mean.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Input rows.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def predict_proba(self, X):
+        """Predict class probabilities: the (weighted) mean of the heads.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Input rows.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``; rows sum to one.
+        """
+        return np.einsum("nhc,h->nc", self.predict_members(X), self._head_weights)
+
+    def predict_members(self, X):
+        """Predict every head's class probabilities.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Input rows.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_heads, n_classes)
+            Head ``h``'s probabilities, the student's counterpart of
+            :func:`skhydra.ensembles.predict_members`.
+        """
+        logits = self._forward(X)
+        logits -= logits.max(axis=-1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=-1, keepdims=True)
+
+    def predict_uncertainty(self, X):
+        """Decompose the predictive entropy into aleatoric and epistemic parts.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Input rows.
+
+        Returns
+        -------
+        DataFrame of shape (n_samples, 3)
+            Columns ``total`` (entropy of the mean prediction), ``aleatoric``
+            (mean entropy of the heads) and ``epistemic`` (their difference,
+            the mutual information, >= 0), in nats; the index of ``X`` when
+            ``X`` is a DataFrame.
+        """
+        parts = classification_uncertainty(self.predict_members(X), self._head_weights)
+        return uncertainty_frame(*parts, index=getattr(X, "index", None))
+
+    # -- task hooks ----------------------------------------------------------
+
+    def _default_ensemble(self):
+        return RandomForestClassifier(n_estimators=20, random_state=self.random_state)
+
+    def _check_targets(self, y, fit_ensemble):
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if fit_ensemble and len(np.unique(y)) < 2:
+            raise ValueError(
+                f"y has a single class ({np.unique(y)[0]!r}); the ensemble needs at "
+                "least two classes to fit."
+            )
+        return y
+
+    def _classes_hint(self, y):
+        return None if y is None else np.unique(y)
+
+    def _check_targets_against_teacher(self, y, teacher):
+        unseen = np.setdiff1d(np.unique(y), teacher.classes_)
+        if len(unseen):
+            raise ValueError(
+                f"y contains labels the ensemble never saw: {unseen.tolist()}; its "
+                f"classes are {teacher.classes_.tolist()}."
+            )
+
+    def _build_targets(self, predictions, assignment, y):
+        self.classes_ = self._teacher.classes_
+        members = predictions
+        mean = np.einsum("nmc,m->nc", members, assignment.sum(axis=0))[:, None]
+        heads = np.einsum("nmc,hm->nhc", members, assignment / assignment.sum(1, keepdims=True))
+        return (
+            {"target": _tempered(mean, self.temperature)},
+            {"target": _tempered(heads, self.temperature)},
+        )
+
+    def _criterion(self):
+        return TemperedKLLoss(self.temperature)
+
+    def _n_outputs(self, teacher):
+        return len(teacher.classes_)
+
+
+HydraDistilledClassifier.__doc__ = fill(HydraDistilledClassifier.__doc__)

@@ -1,0 +1,310 @@
+"""How a distilled student is judged: calibration, fidelity to the teacher, OOD, regression.
+
+Classification metrics take probabilities of shape (n_samples, n_classes);
+uncertainty metrics take one score per row (e.g. the ``epistemic`` column of
+:func:`skhydra.predict_uncertainty`). Regression metrics take a Gaussian
+mixture as per-component ``means`` and ``variances`` of shape
+(n_samples, n_components), equal weights unless ``weights`` is given.
+"""
+
+import numpy as np
+from scipy import stats
+from scipy.special import ndtr, ndtri
+from sklearn.metrics import log_loss, roc_auc_score
+
+__all__ = [
+    "agreement",
+    "brier_score",
+    "crps_gaussian_mixture",
+    "expected_calibration_error",
+    "gaussian_mixture_nll",
+    "interval_coverage",
+    "kl_to_teacher",
+    "mixture_interval",
+    "negative_log_likelihood",
+    "ood_auroc",
+    "uncertainty_mse",
+    "uncertainty_spearman",
+]
+
+
+def _proba(p):
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"probabilities must be 2-D (n_samples, n_classes), got {p.shape}.")
+    return p
+
+
+def _label_index(y_true, classes, n_classes):
+    y_true = np.asarray(y_true)
+    classes = np.arange(n_classes) if classes is None else np.asarray(classes)
+    index = np.searchsorted(classes, y_true)
+    index = np.clip(index, 0, len(classes) - 1)
+    if not np.all(classes[index] == y_true):
+        raise ValueError("y_true contains labels that are not in classes.")
+    return index
+
+
+def negative_log_likelihood(y_true, proba, *, classes=None):
+    """Mean negative log-likelihood of the true labels (nats).
+
+    A thin wrapper of :func:`sklearn.metrics.log_loss` with explicit classes.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    proba : array-like of shape (n_samples, n_classes)
+        Predicted probabilities, columns in the order of ``classes``.
+    classes : array-like of shape (n_classes,), default=None
+        Column labels; ``None`` means ``0, ..., n_classes - 1``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from skhydra.metrics import negative_log_likelihood
+    >>> round(negative_log_likelihood([0, 1], [[0.5, 0.5], [0.2, 0.8]]), 4)
+    0.4581
+    """
+    p = _proba(proba)
+    labels = np.arange(p.shape[1]) if classes is None else np.asarray(classes)
+    return float(log_loss(y_true, p, labels=labels))
+
+
+def brier_score(y_true, proba, *, classes=None):
+    """Multiclass Brier score: mean over rows of ``sum_c (p_c - 1[y = c])^2``.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+    proba : array-like of shape (n_samples, n_classes)
+    classes : array-like of shape (n_classes,), default=None
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from skhydra.metrics import brier_score
+    >>> brier_score([0, 1], [[1.0, 0.0], [0.5, 0.5]])
+    0.25
+    """
+    p = _proba(proba)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(p)), _label_index(y_true, classes, p.shape[1])] = 1.0
+    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+
+
+def expected_calibration_error(y_true, proba, *, classes=None, n_bins=15):
+    """Expected calibration error of the top-class confidence.
+
+    Rows are binned by their maximum probability into ``n_bins`` equal-width
+    bins on [0, 1]; the ECE is the row-weighted mean over bins of
+    ``|accuracy - mean confidence|``.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+    proba : array-like of shape (n_samples, n_classes)
+    classes : array-like of shape (n_classes,), default=None
+    n_bins : int, default=15
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from skhydra.metrics import expected_calibration_error
+    >>> expected_calibration_error([0, 0], [[0.9, 0.1], [0.7, 0.3]])
+    0.2
+    """
+    p = _proba(proba)
+    confidence = p.max(axis=1)
+    correct = p.argmax(axis=1) == _label_index(y_true, classes, p.shape[1])
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        in_bin = bins == b
+        ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(round(ece, 12))
+
+
+def agreement(teacher_proba, student_proba):
+    """Fraction of rows where teacher and student predict the same class.
+
+    Examples
+    --------
+    >>> from skhydra.metrics import agreement
+    >>> agreement([[0.9, 0.1], [0.4, 0.6]], [[0.6, 0.4], [0.7, 0.3]])
+    0.5
+    """
+    t, s = _proba(teacher_proba), _proba(student_proba)
+    return float(np.mean(t.argmax(axis=1) == s.argmax(axis=1)))
+
+
+def kl_to_teacher(teacher_proba, student_proba, eps=1e-12):
+    """Mean ``KL(teacher || student)`` of the mean predictions, in nats.
+
+    Examples
+    --------
+    >>> from skhydra.metrics import kl_to_teacher
+    >>> kl_to_teacher([[0.5, 0.5]], [[0.5, 0.5]])
+    0.0
+    """
+    t, s = _proba(teacher_proba), _proba(student_proba)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(t > 0, t * (np.log(t) - np.log(np.maximum(s, eps))), 0.0)
+    return float(np.mean(terms.sum(axis=1)))
+
+
+def uncertainty_spearman(teacher_uncertainty, student_uncertainty):
+    """Spearman rank correlation between two per-row uncertainty scores.
+
+    Examples
+    --------
+    >>> from skhydra.metrics import uncertainty_spearman
+    >>> uncertainty_spearman([0.1, 0.2, 0.3], [1.0, 5.0, 9.0])
+    1.0
+    """
+    return float(stats.spearmanr(teacher_uncertainty, student_uncertainty).statistic)
+
+
+def uncertainty_mse(teacher_uncertainty, student_uncertainty):
+    """Mean squared difference between two per-row uncertainty scores.
+
+    Examples
+    --------
+    >>> from skhydra.metrics import uncertainty_mse
+    >>> uncertainty_mse([0.0, 1.0], [1.0, 1.0])
+    0.5
+    """
+    t = np.asarray(teacher_uncertainty, dtype=np.float64)
+    s = np.asarray(student_uncertainty, dtype=np.float64)
+    return float(np.mean((t - s) ** 2))
+
+
+def ood_auroc(score_in, score_out):
+    """AUROC of telling out-of-distribution rows from in-domain rows by a score.
+
+    Higher scores should mean "more likely out of distribution" (e.g.
+    epistemic uncertainty). 0.5 is chance, 1.0 perfect separation.
+
+    Examples
+    --------
+    >>> from skhydra.metrics import ood_auroc
+    >>> ood_auroc([0.1, 0.2], [0.3, 0.4])
+    1.0
+    """
+    score_in, score_out = np.ravel(score_in), np.ravel(score_out)
+    labels = np.r_[np.zeros(len(score_in)), np.ones(len(score_out))]
+    return float(roc_auc_score(labels, np.r_[score_in, score_out]))
+
+
+def _mixture(means, variances, weights):
+    mu = np.atleast_2d(np.asarray(means, dtype=np.float64))
+    var = np.atleast_2d(np.asarray(variances, dtype=np.float64))
+    if mu.shape != var.shape:
+        raise ValueError(f"means {mu.shape} and variances {var.shape} differ in shape.")
+    if np.any(~(var > 0)):
+        raise ValueError("variances must be positive and finite.")
+    k = mu.shape[1]
+    w = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, float) / np.sum(weights)
+    return mu, var, w
+
+
+def gaussian_mixture_nll(y_true, means, variances, weights=None):
+    """Mean negative log-likelihood of ``y_true`` under a Gaussian mixture.
+
+    ``-log sum_k w_k N(y; mu_k, s_k^2)``, averaged over rows. With one
+    component it is the Gaussian NLL.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra.metrics import gaussian_mixture_nll
+    >>> round(gaussian_mixture_nll([0.0], [[0.0]], [[1.0]]), 4)  # 0.5 * log(2 pi)
+    0.9189
+    """
+    mu, var, w = _mixture(means, variances, weights)
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1, 1)
+    log_pdf = -0.5 * (np.log(2 * np.pi * var) + (y - mu) ** 2 / var)
+    a = log_pdf + np.log(w)
+    top = a.max(axis=1, keepdims=True)
+    log_mix = top[:, 0] + np.log(np.exp(a - top).sum(axis=1))
+    return float(-np.mean(log_mix))
+
+
+def crps_gaussian_mixture(y_true, means, variances, weights=None):
+    """Mean continuous ranked probability score of a Gaussian mixture.
+
+    Uses the closed form of Grimit et al. (2006):
+    ``CRPS = sum_k w_k A(y - mu_k, s_k^2) - 1/2 sum_kl w_k w_l A(mu_k - mu_l,
+    s_k^2 + s_l^2)`` with ``A(m, v) = m (2 Phi(m / sqrt v) - 1) + 2 sqrt v
+    phi(m / sqrt v)``. Lower is better; in units of y.
+
+    Examples
+    --------
+    >>> from skhydra.metrics import crps_gaussian_mixture
+    >>> round(crps_gaussian_mixture([0.0], [[0.0]], [[1.0]]), 4)  # (sqrt 2 - 1) / sqrt pi
+    0.2337
+    """
+    mu, var, w = _mixture(means, variances, weights)
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1, 1)
+
+    def a(m, v):
+        s = np.sqrt(v)
+        z = m / s
+        return m * (2 * ndtr(z) - 1) + 2 * s * stats.norm.pdf(z)
+
+    first = (a(y - mu, var) * w).sum(axis=1)
+    pair = a(mu[:, :, None] - mu[:, None, :], var[:, :, None] + var[:, None, :])
+    second = 0.5 * np.einsum("nkl,k,l->n", pair, w, w)
+    return float(np.mean(first - second))
+
+
+def mixture_interval(means, variances, weights=None, level=0.95, n_iter=60):
+    """Central ``level`` interval of each row's Gaussian mixture, by bisection.
+
+    Returns
+    -------
+    lower, upper : ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    >>> from skhydra.metrics import mixture_interval
+    >>> lower, upper = mixture_interval([[0.0]], [[1.0]])
+    >>> round(float(upper[0]), 3)
+    1.96
+    """
+    mu, var, w = _mixture(means, variances, weights)
+    sd = np.sqrt(var)
+    bounds = []
+    for q in ((1 - level) / 2, (1 + level) / 2):
+        z = ndtri(q)
+        lo = (mu + z * sd).min(axis=1) - 1e-9
+        hi = (mu + z * sd).max(axis=1) + 1e-9
+        for _ in range(n_iter):
+            mid = 0.5 * (lo + hi)
+            cdf = (ndtr((mid[:, None] - mu) / sd) * w).sum(axis=1)
+            lo, hi = np.where(cdf < q, mid, lo), np.where(cdf < q, hi, mid)
+        bounds.append(0.5 * (lo + hi))
+    return bounds[0], bounds[1]
+
+
+def interval_coverage(y_true, means, variances, weights=None, level=0.95):
+    """Fraction of ``y_true`` inside the mixture's central ``level`` interval.
+
+    Examples
+    --------
+    >>> from skhydra.metrics import interval_coverage
+    >>> interval_coverage([0.0, 5.0], [[0.0], [0.0]], [[1.0], [1.0]])
+    0.5
+    """
+    lower, upper = mixture_interval(means, variances, weights, level)
+    y = np.asarray(y_true, dtype=np.float64)
+    return float(np.mean((y >= lower) & (y <= upper)))

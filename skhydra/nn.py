@@ -1,0 +1,194 @@
+"""Pure torch building blocks of the Hydra student: a shared body and batched heads.
+
+Nothing here imports scikit-learn; validation and array conversion live in the
+estimators. Shapes use ``N`` for the batch, ``H`` for heads, ``D`` for features.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["BatchedLinear", "HydraHeads", "HydraModule", "Standardize"]
+
+
+class Standardize(nn.Module):
+    """Affine input scaling ``(x - loc) / scale`` stored as buffers.
+
+    Parameters
+    ----------
+    loc, scale : torch.Tensor of shape (D,)
+        Per-feature location and scale. Zero scales must be replaced by the
+        caller (the estimators use 1 for constant features).
+    """
+
+    def __init__(self, loc, scale):
+        super().__init__()
+        self.register_buffer("loc", torch.as_tensor(loc, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, x):
+        """Scale ``x`` of shape (N, D)."""
+        return (x - self.loc) / self.scale
+
+
+class BatchedLinear(nn.Module):
+    """``H`` independent linear layers applied as one batched matrix product.
+
+    Parameters
+    ----------
+    n_heads : int
+        Number of heads ``H``.
+    in_features, out_features : int
+        Widths of each head's layer.
+
+    Notes
+    -----
+    Input of shape (N, in) is shared by all heads; input of shape (N, H, in)
+    gives each head its own features. Output has shape (N, H, out). Weights are
+    initialised like :class:`torch.nn.Linear`, independently per head.
+    """
+
+    def __init__(self, n_heads, in_features, out_features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_heads, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(n_heads, out_features))
+        bound = 1.0 / max(in_features, 1) ** 0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    @property
+    def n_heads(self):
+        return self.weight.shape[0]
+
+    def forward(self, x):
+        if x.dim() == 2:
+            out = torch.einsum("ni,hio->nho", x, self.weight)
+        else:
+            out = torch.einsum("nhi,hio->nho", x, self.weight)
+        return out + self.bias
+
+    def expand(self, n_heads):
+        """Replace the layer's heads by ``n_heads`` copies of head 0."""
+        self.weight = nn.Parameter(self.weight.data[:1].repeat(n_heads, 1, 1).clone())
+        self.bias = nn.Parameter(self.bias.data[:1].repeat(n_heads, 1).clone())
+
+
+class HydraHeads(nn.Module):
+    """A stack of ``H`` small MLP heads evaluated together.
+
+    Parameters
+    ----------
+    n_heads : int
+        Number of heads ``H``.
+    in_features : int
+        Width of the body's output.
+    hidden_sizes : tuple of int
+        Hidden widths inside each head; ``()`` gives one linear layer per head.
+    out_features : int
+        Outputs per head (classes, or 2 for a Gaussian's mean and variance).
+    """
+
+    def __init__(self, n_heads, in_features, hidden_sizes, out_features):
+        super().__init__()
+        widths = [in_features, *hidden_sizes, out_features]
+        self.layers = nn.ModuleList(
+            BatchedLinear(n_heads, a, b) for a, b in zip(widths[:-1], widths[1:])
+        )
+
+    @property
+    def n_heads(self):
+        return self.layers[0].n_heads
+
+    def forward(self, z):
+        """Map body features (N, F) to head outputs (N, H, out)."""
+        for i, layer in enumerate(self.layers):
+            z = layer(z)
+            if i < len(self.layers) - 1:
+                z = F.relu(z)
+        return z
+
+    def expand(self, n_heads):
+        """Replace every head by a copy of head 0 (Hydra's phase 2 start)."""
+        for layer in self.layers:
+            layer.expand(n_heads)
+
+
+class HydraModule(nn.Module):
+    """Shared MLP body followed by batched heads.
+
+    Parameters
+    ----------
+    loc, scale : array-like of shape (D,)
+        Input standardisation applied inside the module.
+    body_layer_sizes : tuple of int
+        Hidden widths of the shared body; ``()`` feeds the scaled input to
+        the heads directly.
+    head_layer_sizes : tuple of int
+        Hidden widths inside each head.
+    n_outputs : int
+        Outputs per head.
+    n_heads : int, default=1
+        Number of heads at construction (phase 1 uses one).
+    dropout : float, default=0.0
+        Dropout after each body layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.nn import HydraModule
+    >>> module = HydraModule(torch.zeros(4), torch.ones(4), (16,), (), 3, n_heads=5)
+    >>> module(torch.randn(8, 4)).shape
+    torch.Size([8, 5, 3])
+    """
+
+    def __init__(
+        self,
+        loc,
+        scale,
+        body_layer_sizes,
+        head_layer_sizes,
+        n_outputs,
+        n_heads=1,
+        dropout=0.0,
+    ):
+        super().__init__()
+        self.scaler = Standardize(loc, scale)
+        layers = []
+        width = len(self.scaler.loc)
+        for size in body_layer_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.heads = HydraHeads(n_heads, width, tuple(head_layer_sizes), n_outputs)
+
+    @property
+    def n_heads(self):
+        return self.heads.n_heads
+
+    def forward(self, x):
+        """Map inputs (N, D) to raw head outputs (N, H, n_outputs)."""
+        return self.heads(self.body(self.scaler(x)))
+
+    def expand_heads(self, n_heads):
+        """Copy the single phase-1 head into ``n_heads`` heads."""
+        self.heads.expand(n_heads)
+
+
+def gaussian_parameters(output, min_variance):
+    """Split raw regression head outputs into means and positive variances.
+
+    Parameters
+    ----------
+    output : torch.Tensor of shape (..., 2)
+        Raw outputs; the last axis holds the mean and an unconstrained
+        variance parameter.
+    min_variance : float
+        Floor added to the softplus of the variance parameter.
+
+    Returns
+    -------
+    mean, variance : torch.Tensor of shape (...)
+    """
+    return output[..., 0], F.softplus(output[..., 1]) + min_variance

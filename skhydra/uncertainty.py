@@ -1,0 +1,202 @@
+"""Uncertainty decomposition over ensemble members or Hydra heads.
+
+Classification (nats): ``total = H[mean_m p_m]``, ``aleatoric = mean_m H[p_m]``,
+``epistemic = total - aleatoric`` (the mutual information, >= 0).
+Regression (units of y squared): ``aleatoric = mean_m s_m^2``,
+``epistemic = var_m mu_m`` (the equal- or member-weighted population variance),
+``total = aleatoric + epistemic``.
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "classification_uncertainty",
+    "predict_uncertainty",
+    "regression_uncertainty",
+]
+
+COLUMNS = ["total", "aleatoric", "epistemic"]
+
+
+def _normalised_weights(weights, n_members):
+    if weights is None:
+        return np.full(n_members, 1.0 / n_members)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (n_members,) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(
+            f"weights must be {n_members} non-negative numbers with a positive sum, "
+            f"got {weights!r}."
+        )
+    return weights / weights.sum()
+
+
+def _entropy(p, axis=-1):
+    p = np.clip(p, 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    return terms.sum(axis=axis)
+
+
+def classification_uncertainty(probabilities, weights=None):
+    """Decompose the predictive entropy of a set of categorical predictions.
+
+    Parameters
+    ----------
+    probabilities : array-like of shape (n_samples, n_members, n_classes)
+        Each member's (or head's) class probabilities.
+    weights : array-like of shape (n_members,), default=None
+        Member weights (normalised to sum to one); ``None`` weighs members
+        equally.
+
+    Returns
+    -------
+    total, aleatoric, epistemic : ndarray of shape (n_samples,)
+        Entropy of the mean prediction, mean entropy of the members, and
+        their difference (mutual information), in nats. ``epistemic`` is
+        clipped at 0 against rounding and ``total = aleatoric + epistemic``
+        holds exactly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra.uncertainty import classification_uncertainty
+    >>> p = np.array([[[1.0, 0.0], [0.0, 1.0]]])  # two confident members disagree
+    >>> total, aleatoric, epistemic = classification_uncertainty(p)
+    >>> round(float(total[0]), 4), float(aleatoric[0]), round(float(epistemic[0]), 4)
+    (0.6931, 0.0, 0.6931)
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 3:
+        raise ValueError(
+            f"probabilities must have shape (n_samples, n_members, n_classes), got {p.shape}."
+        )
+    w = _normalised_weights(weights, p.shape[1])
+    mean = np.einsum("nmc,m->nc", p, w)
+    total = _entropy(mean)
+    aleatoric = np.einsum("nm,m->n", _entropy(p), w)
+    epistemic = np.maximum(total - aleatoric, 0.0)
+    return aleatoric + epistemic, aleatoric, epistemic
+
+
+def regression_uncertainty(means, variances=None, weights=None):
+    """Decompose the variance of a mixture of Gaussian (or point) predictions.
+
+    Parameters
+    ----------
+    means : array-like of shape (n_samples, n_members)
+        Each member's predicted mean.
+    variances : array-like of shape (n_samples, n_members), default=None
+        Each member's predicted variance; ``None`` or NaN where the members
+        give no variance (the aleatoric and total parts are then NaN).
+    weights : array-like of shape (n_members,), default=None
+        Member weights; ``None`` weighs members equally.
+
+    Returns
+    -------
+    total, aleatoric, epistemic : ndarray of shape (n_samples,)
+        ``aleatoric`` is the weighted mean of the variances, ``epistemic`` the
+        weighted population variance of the means (dividing by the weights'
+        sum, not ``M - 1``), ``total`` their sum.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra.uncertainty import regression_uncertainty
+    >>> total, aleatoric, epistemic = regression_uncertainty([[0.0, 2.0]], [[1.0, 3.0]])
+    >>> float(total[0]), float(aleatoric[0]), float(epistemic[0])
+    (3.0, 2.0, 1.0)
+    """
+    mu = np.asarray(means, dtype=np.float64)
+    if mu.ndim != 2:
+        raise ValueError(f"means must have shape (n_samples, n_members), got {mu.shape}.")
+    w = _normalised_weights(weights, mu.shape[1])
+    mean = mu @ w
+    epistemic = ((mu - mean[:, None]) ** 2) @ w
+    if variances is None:
+        aleatoric = np.full_like(epistemic, np.nan)
+    else:
+        var = np.asarray(variances, dtype=np.float64)
+        if var.shape != mu.shape:
+            raise ValueError(
+                f"variances must have the shape of means {mu.shape}, got {var.shape}."
+            )
+        aleatoric = var @ w
+    return aleatoric + epistemic, aleatoric, epistemic
+
+
+def uncertainty_frame(total, aleatoric, epistemic, index=None):
+    """Pack the three parts in the public DataFrame layout."""
+    return pd.DataFrame(
+        {"total": total, "aleatoric": aleatoric, "epistemic": epistemic}, index=index
+    )
+
+
+def _index_of(X):
+    return X.index if isinstance(X, pd.DataFrame) else None
+
+
+def predict_uncertainty(model, X):
+    """Total, aleatoric and epistemic uncertainty of a Hydra model or an ensemble.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted :class:`~skhydra.HydraDistilledClassifier` or
+        :class:`~skhydra.HydraDistilledRegressor`; a fitted
+        :class:`~sklearn.pipeline.Pipeline` ending in one; a fitted search
+        (:class:`~sklearn.model_selection.GridSearchCV`,
+        :class:`~sklearn.model_selection.RandomizedSearchCV`) over one; or any
+        ensemble that :func:`skhydra.ensembles.predict_members` supports, so
+        teacher and student are decomposed by the same code.
+    X : array-like or DataFrame of shape (n_samples, n_features)
+        Input rows.
+
+    Returns
+    -------
+    DataFrame of shape (n_samples, 3)
+        Columns ``total``, ``aleatoric`` and ``epistemic``; the index of ``X``
+        when ``X`` is a DataFrame. Classification in nats, regression in
+        squared units of the target.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from skhydra import predict_uncertainty
+    >>> X, y = load_iris(return_X_y=True)
+    >>> forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    >>> predict_uncertainty(forest, X[:3]).columns.tolist()
+    ['total', 'aleatoric', 'epistemic']
+    """
+    from ._base import BaseHydra
+    from .ensembles import predict_members, resolve_teacher
+
+    if hasattr(model, "best_estimator_"):
+        return predict_uncertainty(model.best_estimator_, X)
+    if isinstance(model, BaseHydra):
+        return model.predict_uncertainty(X)
+    steps = getattr(model, "steps", None)
+    if steps is not None and isinstance(steps[-1][1], BaseHydra):
+        Xt = model[:-1].transform(X)
+        frame = steps[-1][1].predict_uncertainty(Xt)
+        if _index_of(X) is not None:
+            frame.index = X.index
+        return frame
+    teacher = resolve_teacher(model)
+    if teacher.is_classifier:
+        parts = classification_uncertainty(predict_members(teacher, X), teacher.weights)
+    else:
+        means, variances = predict_members(teacher, X)
+        if not teacher.has_variance:
+            warnings.warn(
+                "The ensemble's members predict no variance, so the aleatoric and total "
+                "uncertainty are unknown (NaN); only the epistemic part is reported.",
+                UserWarning,
+                stacklevel=2,
+            )
+            variances = None
+        parts = regression_uncertainty(means, variances, teacher.weights)
+    return uncertainty_frame(*parts, index=_index_of(X))
