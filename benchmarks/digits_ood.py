@@ -47,8 +47,10 @@ def teacher(kind, X, y, seed):
 
 def evaluate(model, X_te, y_te, X_ood, ref):
     """Metrics of a model (teacher or student) against the teacher ``ref``."""
-    members = predict_members(model, X_te) if not hasattr(model, "net_") else (
-        model.predict_members(X_te)
+    members = (
+        predict_members(model, X_te)
+        if not hasattr(model, "net_")
+        else (model.predict_members(X_te))
     )
     proba = members.mean(axis=1) if not hasattr(model, "net_") else model.predict_proba(X_te)
     u_te = predict_uncertainty(model, X_te)["epistemic"].to_numpy()
@@ -74,8 +76,20 @@ def evaluate(model, X_te, y_te, X_ood, ref):
     return row
 
 
-COLUMNS = ["acc", "nll", "brier", "ece", "agree", "kl", "rho", "rho_in", "rho_ood", "mse",
-           "auroc", "fit_s"]
+COLUMNS = [
+    "acc",
+    "nll",
+    "brier",
+    "ece",
+    "agree",
+    "kl",
+    "rho",
+    "rho_in",
+    "rho_ood",
+    "mse",
+    "auroc",
+    "fit_s",
+]
 
 
 def main():

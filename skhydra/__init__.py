@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import HydraDistilledClassifier
+from ._regressor import HydraDistilledRegressor
 from .uncertainty import predict_uncertainty
 
 try:
@@ -12,6 +13,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "HydraDistilledClassifier",
+    "HydraDistilledRegressor",
     "__version__",
     "predict_uncertainty",
 ]

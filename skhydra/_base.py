@@ -21,7 +21,7 @@ from sklearn.utils.validation import (
 
 from ._augment import synthetic_rows
 from ._training import train_two_phase
-from .ensembles import _is_fitted, fit_teacher, predict_members, resolve_teacher
+from .ensembles import _is_fitted, fit_teacher, predict_transformed, resolve_teacher
 from .nn import HydraModule
 
 __all__ = ["BaseHydra", "resolve_device"]
@@ -65,9 +65,7 @@ def resolve_device(device):
                     f"cuda:{torch.cuda.device_count() - 1})."
                 )
         return device
-    raise ValueError(
-        f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}."
-    )
+    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}.")
 
 
 def _unwrap_frozen(ensemble):
@@ -104,7 +102,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -180,9 +178,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         for name in ("body_layer_sizes", "head_layer_sizes"):
             sizes = getattr(self, name)
             if not all(isinstance(s, Integral) and s >= 1 for s in sizes):
-                raise ValueError(
-                    f"{name} must be a tuple of positive integers, got {sizes!r}."
-                )
+                raise ValueError(f"{name} must be a tuple of positive integers, got {sizes!r}.")
         self.device_ = resolve_device(self.device)
         seed = _fixed_seed(self.random_state)
 
@@ -219,7 +215,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         if y is not None:
             self._check_targets_against_teacher(y, teacher)
 
-        predictions = predict_members(teacher, X_teacher)
+        predictions = predict_transformed(teacher, X_teacher)
         rng = np.random.default_rng(seed)
         synthetic = synthetic_rows(
             X_student, self.augmentation, self.augmentation_factor, self.noise_scale, rng
@@ -227,7 +223,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         n_real, n_synth = len(X_student), len(synthetic)
         weight = np.ones(n_real) if sample_weight is None else sample_weight
         if n_synth:
-            synth_pred = predict_members(teacher, _like(synthetic, X_teacher))
+            synth_pred = predict_transformed(teacher, _like(synthetic, X_teacher))
             predictions = self._concat_predictions(predictions, synth_pred)
             X_student = np.concatenate([X_student, synthetic])
             weight = np.concatenate([weight, np.full(n_synth, weight.mean())])
@@ -273,7 +269,9 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
                 phase2_epochs=self.max_epochs,
                 lr=self.lr,
                 weight_decay=self.weight_decay,
-                batch_size=self.batch_size,
+                batch_size=self._batch_size(
+                    int(np.sum(~valid_index)) if valid_index is not None else len(X_student)
+                ),
                 valid_index=valid_index,
                 n_iter_no_change=self.n_iter_no_change,
                 device=self.device_,
@@ -306,6 +304,12 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         assignment[np.arange(m) % h, np.arange(m)] = w
         return assignment
 
+    def _batch_size(self, n_train):
+        if self.batch_size != "auto":
+            return self.batch_size
+        # About 16 steps per epoch on small data, 256 rows per step on large data.
+        return int(np.clip(n_train // 16, 16, 256))
+
     def _validation_rows(self, n_rows, n_real, rng):
         if not self.early_stopping:
             return None
@@ -318,17 +322,13 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
 
     def _validate_numeric(self, X, reset):
         try:
-            return validate_data(
-                self, X, reset=reset, dtype=np.float32, ensure_min_samples=1
-            )
+            return validate_data(self, X, reset=reset, dtype=np.float32, ensure_min_samples=1)
         except (ValueError, TypeError) as exc:
             if isinstance(X, pd.DataFrame):
                 bad = [
                     c
                     for c in X.columns
-                    if not (
-                        pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])
-                    )
+                    if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))
                 ]
                 if bad:
                     raise ValueError(

@@ -120,7 +120,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         max_epochs=100,
         lr=1e-3,
         weight_decay=1e-4,
-        batch_size=128,
+        batch_size="auto",
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=10,
@@ -168,7 +168,8 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         ndarray of shape (n_samples,)
             Labels from ``classes_``.
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def predict_proba(self, X):
         """Predict class probabilities: the (weighted) mean of the heads.
@@ -233,7 +234,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         check_classification_targets(y)
         if fit_ensemble and len(np.unique(y)) < 2:
             raise ValueError(
-                f"y has a single class ({np.unique(y)[0]!r}); the ensemble needs at "
+                f"y has only one class ({np.unique(y)[0]!r}); the ensemble needs at "
                 "least two classes to fit."
             )
         return y

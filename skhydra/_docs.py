@@ -30,8 +30,10 @@ phase1_epochs : int, default=30
     weight_decay : float, default=1e-4
         AdamW's decoupled weight decay.
 
-    batch_size : int, default=128
-        Rows per training batch.
+    batch_size : int or "auto", default="auto"
+        Rows per training batch. ``"auto"`` uses ``n_train // 16`` clipped to
+        [16, 256]: about 16 steps per epoch on small data, batches of 256 on
+        large data.
 
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the transfer rows (real and

@@ -32,7 +32,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["Teacher", "fit_teacher", "predict_members", "resolve_teacher"]
+__all__ = [
+    "Teacher",
+    "fit_teacher",
+    "predict_members",
+    "predict_transformed",
+    "resolve_teacher",
+]
 
 #: Rows per chunk when members predict; bounds the size of the temporaries.
 DEFAULT_BATCH_SIZE = 8192
@@ -56,13 +62,13 @@ _REFUSED = {
 
 _WHY = {
     "boosting": (
-        "its trees are fitted in sequence, each correcting the sum of the previous "
-        "ones, so no single tree is a model of the data and their disagreement is "
-        "not uncertainty"
+        "it is a boosting ensemble, whose members are fitted in sequence, each "
+        "correcting the sum of the previous ones, so no single member is a model of "
+        "the data and their disagreement is not uncertainty"
     ),
     "stacking": (
-        "its final estimator combines the base models' outputs, so they are inputs "
-        "to one model rather than interchangeable members"
+        "it is a stacking ensemble, whose final estimator combines the base models' "
+        "outputs, so they are inputs to one model rather than interchangeable members"
     ),
 }
 
@@ -120,6 +126,11 @@ class Teacher:
         if self.is_classifier:
             return False
         if self.members[0].kind == "torch":
+            if self._torch_outputs is None:
+                raise RuntimeError(
+                    "Whether torch members give variances is known once they have "
+                    "predicted; call predict_members(teacher, X) first."
+                )
             return self._torch_outputs == 2
         return all(m.kind == "gaussian" for m in self.members)
 
@@ -174,10 +185,15 @@ def _refuse_if_unsupported(model):
 
 
 def _task_of(model):
-    if is_classifier(model):
-        return "classifier"
-    if is_regressor(model):
-        return "regressor"
+    if _is_torch_module(model):
+        return None
+    try:
+        if is_classifier(model):
+            return "classifier"
+        if is_regressor(model):
+            return "regressor"
+    except AttributeError:  # not a scikit-learn estimator (no __sklearn_tags__)
+        return None
     return None
 
 
@@ -221,8 +237,9 @@ def _union_classes(models):
         ) from exc
 
 
-def _sklearn_member(model, task, classes, *, features=None, encoded=False, vote=False,
-                    as_array=False):
+def _sklearn_member(
+    model, task, classes, *, features=None, encoded=False, vote=False, as_array=False
+):
     if task == "classifier":
         has_proba = hasattr(model, "predict_proba") and not vote
         columns = _class_columns(model.classes_, classes, encoded)
@@ -252,7 +269,7 @@ def _members_of_ensemble(ensemble, task):
         vote = getattr(ensemble, "voting", "soft") == "hard"
         if ensemble.weights is not None:
             names = [name for name, est in ensemble.estimators if est != "drop"]
-            kept = dict(zip([n for n, _ in ensemble.estimators], ensemble.weights))
+            kept = dict(zip([n for n, _ in ensemble.estimators], ensemble.weights, strict=False))
             weights = np.array([kept[n] for n in names], dtype=np.float64)
     classes = getattr(ensemble, "classes_", None)
     members = []
@@ -260,9 +277,12 @@ def _members_of_ensemble(ensemble, task):
         encoded = False
         if task == "classifier":
             mc = np.asarray(est.classes_)
-            encoded = not np.array_equal(mc, classes) and np.issubdtype(
-                mc.dtype, np.number
-            ) and np.all(np.mod(mc, 1) == 0) and mc.max(initial=0) < len(classes)
+            encoded = (
+                not np.array_equal(mc, classes)
+                and np.issubdtype(mc.dtype, np.number)
+                and np.all(np.mod(mc, 1) == 0)
+                and mc.max(initial=0) < len(classes)
+            )
         members.append(
             _sklearn_member(
                 est,
@@ -369,20 +389,27 @@ def resolve_teacher(ensemble, task=None, classes=None):
         return inner
     _refuse_if_unsupported(ensemble)
     if isinstance(ensemble, (list, tuple)):
+        if len(ensemble) == 0:
+            raise ValueError("The ensemble list is empty; pass at least one fitted member.")
         for model in ensemble:
             _refuse_if_unsupported(model)
         if not _is_fitted(list(ensemble)):
             raise NotFittedError("The ensemble's members are not fitted.")
         members, weights, found_classes = _members_of_list(list(ensemble), task, classes)
         n_features = getattr(ensemble[0], "n_features_in_", None)
-        is_clf = task == "classifier" if members[0].kind == "torch" else (
-            _task_of(ensemble[0]) == "classifier"
+        is_clf = (
+            task == "classifier"
+            if members[0].kind == "torch"
+            else (_task_of(ensemble[0]) == "classifier")
+        )
+    elif _task_of(ensemble) is not None and not _is_fitted(ensemble):
+        raise NotFittedError(
+            f"{_name(ensemble)} is not fitted; fit it first, or pass it unfitted to a "
+            "Hydra estimator, which fits it on (X, y)."
         )
     elif hasattr(ensemble, "estimators_"):
         found = _task_of(ensemble)
         _check_task(task, found, _name(ensemble))
-        if not _is_fitted(ensemble):
-            raise NotFittedError(f"{_name(ensemble)} is not fitted.")
         members, weights, found_classes = _members_of_ensemble(ensemble, found)
         n_features = getattr(ensemble, "n_features_in_", None)
         is_clf = found == "classifier"
@@ -446,8 +473,8 @@ def fit_teacher(ensemble, X, y, sample_weight=None, task=None, default=None):
         return ensemble, False
     if y is None:
         raise ValueError(
-            f"The ensemble {_name(ensemble)} is not fitted, so fit needs y to fit it; "
-            "pass y or a fitted ensemble."
+            f"The ensemble {_name(ensemble)} is not fitted, so it requires y to be "
+            "passed, but the target y is None; pass y or a fitted ensemble."
         )
     if isinstance(ensemble, (list, tuple)):
         if len(ensemble) == 0:
@@ -506,9 +533,7 @@ def _predict_chunk_classifier(teacher, X_chunk, X_array, out):
             out[:, j, member.columns] = member.model.predict_proba(Xm)
         else:
             labels = np.asarray(member.model.predict(Xm))
-            index = member.columns[
-                np.searchsorted(np.asarray(member.model.classes_), labels)
-            ]
+            index = member.columns[np.searchsorted(np.asarray(member.model.classes_), labels)]
             out[:, j] = 0.0
             out[np.arange(len(index)), j, index] = 1.0
 
@@ -583,7 +608,11 @@ def predict_members(ensemble, X, *, task=None, classes=None, batch_size=None):
     (150, 5, 3)
     """
     teacher = resolve_teacher(ensemble, task, classes)
-    X = teacher.transform(X)
+    return predict_transformed(teacher, teacher.transform(X), batch_size)
+
+
+def predict_transformed(teacher, X, batch_size=None):
+    """:func:`predict_members` for rows already through ``teacher.preprocessor``."""
     n_samples = X.shape[0]
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if not isinstance(batch_size, Integral) or batch_size < 1:
@@ -603,7 +632,7 @@ def predict_members(ensemble, X, *, task=None, classes=None, batch_size=None):
     for start in range(0, n_samples, batch_size):
         stop = min(start + batch_size, n_samples)
         X_chunk = _slice_rows(X, start, stop)
-        X_array = np.asarray(X_chunk, dtype=np.float32) if needs_array else None
+        X_array = np.asarray(X_chunk) if needs_array else None
         if teacher.is_classifier:
             _predict_chunk_classifier(teacher, X_chunk, X_array, out[start:stop])
         else:

@@ -210,7 +210,7 @@ def _mixture(means, variances, weights):
     var = np.atleast_2d(np.asarray(variances, dtype=np.float64))
     if mu.shape != var.shape:
         raise ValueError(f"means {mu.shape} and variances {var.shape} differ in shape.")
-    if np.any(~(var > 0)):
+    if np.any(~((var > 0) & np.isfinite(var))):
         raise ValueError("variances must be positive and finite.")
     k = mu.shape[1]
     w = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, float) / np.sum(weights)

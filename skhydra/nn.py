@@ -92,7 +92,7 @@ class HydraHeads(nn.Module):
         super().__init__()
         widths = [in_features, *hidden_sizes, out_features]
         self.layers = nn.ModuleList(
-            BatchedLinear(n_heads, a, b) for a, b in zip(widths[:-1], widths[1:])
+            BatchedLinear(n_heads, a, b) for a, b in zip(widths[:-1], widths[1:], strict=False)
         )
 
     @property

@@ -120,9 +120,7 @@ def regression_uncertainty(means, variances=None, weights=None):
     else:
         var = np.asarray(variances, dtype=np.float64)
         if var.shape != mu.shape:
-            raise ValueError(
-                f"variances must have the shape of means {mu.shape}, got {var.shape}."
-            )
+            raise ValueError(f"variances must have the shape of means {mu.shape}, got {var.shape}.")
         aleatoric = var @ w
     return aleatoric + epistemic, aleatoric, epistemic
 
