@@ -9,9 +9,11 @@ forest. Prints one markdown table per teacher.
 """
 
 import argparse
+import json
 import time
 
 import numpy as np
+import torch
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import train_test_split
@@ -97,7 +99,13 @@ def main():
     parser.add_argument("--teacher", choices=["mlp", "forest", "both"], default="both")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="kd,hydra-none,hydra-noise,hydra-mixup")
+    parser.add_argument(
+        "--student-params", default="{}", help="JSON dict of HydraDistilledClassifier params"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    extra = json.loads(args.student_params)
     kinds = ["mlp", "forest"] if args.teacher == "both" else [args.teacher]
     variants = {
         "kd": dict(n_heads=1),
@@ -117,7 +125,9 @@ def main():
             results.setdefault("teacher", []).append(ref)
             for name in chosen:
                 start = time.perf_counter()
-                hydra = HydraDistilledClassifier(ens, random_state=seed, **variants[name])
+                hydra = HydraDistilledClassifier(
+                    ens, random_state=seed, **{**extra, **variants[name]}
+                )
                 hydra.fit(X_tr)
                 fit_s = time.perf_counter() - start
                 row = evaluate(hydra, X_te, y_te, X_ood, ref)

@@ -186,7 +186,9 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         if pipeline_teacher:
             validate_data(self, X, skip_check_array=True)
         else:
-            X = self._validate_numeric(X, reset=True)
+            checked = self._validate_numeric(X, reset=True)
+            # Members fitted on a DataFrame keep seeing it, with its column names.
+            X = X if isinstance(X, pd.DataFrame) else checked
         if X.shape[0] == 0:
             raise ValueError("X is empty: fit needs at least one row.")
         fit_ensemble = self.ensemble is None or not _is_fitted(self.ensemble)

@@ -55,7 +55,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
 
     {architecture}
 
-    temperature : float, default=1.0
+    temperature : float, default=4.0
         Distillation temperature ``T`` of the per-head KL divergence,
         ``T^2 / M * sum_m KL(softmax(log p_m / T) || softmax(z_m / T))``.
         ``T > 1`` softens the members' probabilities and weighs the smaller
@@ -115,7 +115,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         body_layer_sizes=(256, 256),
         head_layer_sizes=(),
         n_heads=None,
-        temperature=1.0,
+        temperature=4.0,
         phase1_epochs=30,
         max_epochs=100,
         lr=1e-3,

@@ -136,7 +136,7 @@ def _index_of(X):
     return X.index if isinstance(X, pd.DataFrame) else None
 
 
-def predict_uncertainty(model, X):
+def predict_uncertainty(model, X, *, task=None):
     """Total, aleatoric and epistemic uncertainty of a Hydra model or an ensemble.
 
     Parameters
@@ -151,6 +151,9 @@ def predict_uncertainty(model, X):
         teacher and student are decomposed by the same code.
     X : array-like or DataFrame of shape (n_samples, n_features)
         Input rows.
+    task : {"classifier", "regressor"}, default=None
+        Only for an ensemble given as a list of torch modules, which cannot
+        tell its task; ignored for the Hydra estimators.
 
     Returns
     -------
@@ -173,7 +176,7 @@ def predict_uncertainty(model, X):
     from .ensembles import predict_members, resolve_teacher
 
     if hasattr(model, "best_estimator_"):
-        return predict_uncertainty(model.best_estimator_, X)
+        return predict_uncertainty(model.best_estimator_, X, task=task)
     if isinstance(model, BaseHydra):
         return model.predict_uncertainty(X)
     steps = getattr(model, "steps", None)
@@ -183,7 +186,7 @@ def predict_uncertainty(model, X):
         if _index_of(X) is not None:
             frame.index = X.index
         return frame
-    teacher = resolve_teacher(model)
+    teacher = resolve_teacher(model, task)
     if teacher.is_classifier:
         parts = classification_uncertainty(predict_members(teacher, X), teacher.weights)
     else:
