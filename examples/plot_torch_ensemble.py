@@ -80,8 +80,9 @@ print(f"KD accuracy (0-7):      {kd.score(X_test, y_test):.3f}")
 # -------------------------------------------------------
 # :func:`skhydra.predict_uncertainty` decomposes the list of modules and the
 # students with the same code; a bare list of modules cannot tell whether it
-# classifies or regresses, so it is given ``task="classifier"``. The OOD AUROC is the probability that a random
-# OOD row gets a higher epistemic uncertainty than a random in-domain row.
+# classifies or regresses, so it is given ``task="classifier"``. The OOD AUROC
+# is the probability that a random OOD row gets a higher epistemic uncertainty
+# than a random in-domain row.
 models = {"teacher (5 MLPs)": members, "Hydra": hydra, "KD (1 head)": kd}
 scores = {}
 for name, model in models.items():
@@ -103,7 +104,7 @@ for name, model in models.items():
 floor = 1e-6
 bins = np.logspace(np.log10(floor), 0, 40)
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharex=True)
-for ax, (name, (u_in, u_out)) in zip(axes, scores.items()):
+for ax, (name, (u_in, u_out)) in zip(axes, scores.items(), strict=True):
     ax.hist(np.maximum(u_in, floor), bins=bins, alpha=0.6, label="digits 0-7 (test)")
     ax.hist(np.maximum(u_out, floor), bins=bins, alpha=0.6, label="digits 8-9 (OOD)")
     ax.set_xscale("log")

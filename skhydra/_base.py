@@ -179,6 +179,23 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
             sizes = getattr(self, name)
             if not all(isinstance(s, Integral) and s >= 1 for s in sizes):
                 raise ValueError(f"{name} must be a tuple of positive integers, got {sizes!r}.")
+        reserved = {
+            "module",
+            "criterion",
+            "lr",
+            "batch_size",
+            "max_epochs",
+            "train_split",
+            "device",
+            "verbose",
+            "callbacks",
+        } & set(self.skorch_params or {})
+        if reserved:
+            raise ValueError(
+                f"skorch_params cannot set {sorted(reserved)}: the estimator sets them "
+                "from its own parameters (lr, batch_size, max_epochs, device, verbose, "
+                "callbacks, early_stopping)."
+            )
         self.device_ = resolve_device(self.device)
         seed = _fixed_seed(self.random_state)
 

@@ -91,7 +91,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
     >>> X, y = load_iris(return_X_y=True)
     >>> forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
     >>> hydra = HydraDistilledClassifier(
-    ...     forest, body_layer_sizes=(32,), max_epochs=20, random_state=0
+    ...     forest, body_layer_sizes=(32,), phase1_epochs=10, max_epochs=20, random_state=0
     ... ).fit(X)
     >>> hydra.n_heads_
     10
@@ -116,14 +116,14 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         head_layer_sizes=(),
         n_heads=None,
         temperature=4.0,
-        phase1_epochs=30,
-        max_epochs=100,
+        phase1_epochs=100,
+        max_epochs=300,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size="auto",
         early_stopping=True,
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change=30,
         augmentation="noise",
         augmentation_factor=1.0,
         noise_scale=0.5,

@@ -16,11 +16,11 @@ body_layer_sizes : tuple of int, default=(256, 256)
         plain knowledge distillation (no epistemic uncertainty)."""
 
 TRAINING = """\
-phase1_epochs : int, default=30
+phase1_epochs : int, default=100
         Maximum epochs of phase 1, where the body and a single "Hinton head"
         learn the ensemble's mean prediction.
 
-    max_epochs : int, default=100
+    max_epochs : int, default=300
         Maximum epochs of phase 2, where every head starts as a copy of the
         phase-1 head and learns its members.
 
@@ -45,7 +45,7 @@ phase1_epochs : int, default=30
     validation_fraction : float, default=0.1
         Fraction of the transfer rows held out for early stopping.
 
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int, default=30
         Patience of early stopping, in epochs.
 
     augmentation : {"noise", "mixup"} or None, default="noise"

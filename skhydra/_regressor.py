@@ -95,7 +95,7 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     >>> X, y = load_diabetes(return_X_y=True)
     >>> forest = RandomForestRegressor(n_estimators=8, random_state=0).fit(X, y)
     >>> hydra = HydraDistilledRegressor(
-    ...     forest, body_layer_sizes=(32,), max_epochs=10, random_state=0
+    ...     forest, body_layer_sizes=(32,), phase1_epochs=10, max_epochs=10, random_state=0
     ... ).fit(X, y)
     >>> mean, std = hydra.predict(X[:3], return_std=True)
     >>> mean.shape, bool((std > 0).all())
@@ -111,14 +111,14 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         body_layer_sizes=(256, 256),
         head_layer_sizes=(),
         n_heads=None,
-        phase1_epochs=30,
-        max_epochs=100,
+        phase1_epochs=100,
+        max_epochs=300,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size="auto",
         early_stopping=True,
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change=30,
         augmentation="noise",
         augmentation_factor=1.0,
         noise_scale=0.5,

@@ -354,6 +354,8 @@ def test_bad_input_errors(iris, hydra, forest):
         HydraDistilledClassifier(forest, body_layer_sizes=(0,)).fit(X)
     with pytest.raises(ValueError, match="temperature"):
         HydraDistilledClassifier(forest, temperature=0).fit(X)
+    with pytest.raises(ValueError, match=r"skorch_params cannot set \['lr'\]"):
+        HydraDistilledClassifier(forest, skorch_params={"lr": 0.1}).fit(X)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
