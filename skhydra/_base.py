@@ -1,6 +1,8 @@
 """Shared base of the Hydra estimators: parameters, validation and the fit sequence."""
 
+import copy
 from abc import ABCMeta, abstractmethod
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -300,6 +302,48 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
                 skorch_params=self.skorch_params,
             )
         return self
+
+    def without_teacher(self):
+        """Return a copy of the fitted student that no longer holds the ensemble.
+
+        The copy predicts exactly like ``self`` (``predict``, ``predict_members``,
+        ``predict_uncertainty``...) but keeps only what prediction needs: the
+        trained network and, for a Pipeline teacher, its preprocessing steps.
+        Pickle or ``joblib.dump`` it to serve the student without shipping the
+        ensemble. Its ``ensemble`` parameter and ``ensemble_`` are None, so
+        refitting the copy fits the default ensemble; refit the original
+        instead. The network object is shared with ``self``.
+
+        Returns
+        -------
+        student : estimator
+            A fitted estimator of the same class.
+
+        Examples
+        --------
+        >>> import pickle
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.ensemble import RandomForestClassifier
+        >>> from skhydra import HydraDistilledClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> forest = RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y)
+        >>> hydra = HydraDistilledClassifier(
+        ...     forest, body_layer_sizes=(16,), phase1_epochs=5, max_epochs=5, random_state=0
+        ... ).fit(X)
+        >>> served = pickle.loads(pickle.dumps(hydra.without_teacher()))
+        >>> bool((served.predict_proba(X) == hydra.predict_proba(X)).all())
+        True
+        >>> len(pickle.dumps(served)) < len(pickle.dumps(hydra))
+        True
+        """
+        check_is_fitted(self)
+        student = copy.copy(self)
+        student.ensemble = None
+        student.ensemble_ = None
+        student._teacher = replace(
+            self._teacher, ensemble=None, members=[], preprocessor=self._teacher.preprocessor
+        )
+        return student
 
     # -- helpers shared by fit and predict ------------------------------------
 

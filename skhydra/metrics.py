@@ -7,6 +7,8 @@ mixture as per-component ``means`` and ``variances`` of shape
 (n_samples, n_components), equal weights unless ``weights`` is given.
 """
 
+import warnings
+
 import numpy as np
 from scipy import stats
 from scipy.special import ndtr, ndtri
@@ -16,6 +18,7 @@ __all__ = [
     "agreement",
     "brier_score",
     "crps_gaussian_mixture",
+    "epistemic_fidelity_score",
     "expected_calibration_error",
     "gaussian_mixture_nll",
     "interval_coverage",
@@ -308,3 +311,79 @@ def interval_coverage(y_true, means, variances, weights=None, level=0.95):
     lower, upper = mixture_interval(means, variances, weights, level)
     y = np.asarray(y_true, dtype=np.float64)
     return float(np.mean((y >= lower) & (y <= upper)))
+
+
+def _hydra_step(estimator):
+    """The Hydra estimator inside a fitted search, Pipeline or bare estimator."""
+    from ._base import BaseHydra
+
+    if hasattr(estimator, "best_estimator_"):
+        estimator = estimator.best_estimator_
+    steps = getattr(estimator, "steps", None)
+    if steps is not None:
+        return estimator[:-1], steps[-1][1]
+    if not isinstance(estimator, BaseHydra):
+        raise TypeError(
+            "epistemic_fidelity_score needs a fitted Hydra estimator (or a Pipeline or "
+            f"search ending in one), got {type(estimator).__name__}."
+        )
+    return None, estimator
+
+
+def epistemic_fidelity_score(estimator, X, y=None):
+    """Spearman correlation of a student's epistemic uncertainty with its teacher's.
+
+    A scorer for model selection that rewards fidelity to the ensemble's
+    uncertainty rather than accuracy: pass it as
+    ``GridSearchCV(..., scoring=epistemic_fidelity_score)``. The teacher is the
+    student's own fitted ensemble, evaluated on the same rows (after the
+    Pipeline's preprocessing, when the student sits in one). ``y`` is ignored.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted :class:`~skhydra.HydraDistilledClassifier` or
+        :class:`~skhydra.HydraDistilledRegressor`, or a Pipeline or fitted
+        search ending in one.
+    X : array-like or DataFrame of shape (n_samples, n_features)
+        Rows to compare on (the validation fold in a search).
+    y : ignored
+
+    Returns
+    -------
+    float
+        Spearman correlation in [-1, 1]; 0.0 when the student's epistemic
+        uncertainty is constant (one head: knowledge distillation carries no
+        epistemic uncertainty to rank by).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from skhydra import HydraDistilledClassifier
+    >>> from skhydra.metrics import epistemic_fidelity_score
+    >>> X, y = load_iris(return_X_y=True)
+    >>> forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    >>> kd = HydraDistilledClassifier(
+    ...     forest, n_heads=1, body_layer_sizes=(16,), phase1_epochs=5, max_epochs=5
+    ... ).fit(X)
+    >>> epistemic_fidelity_score(kd, X)
+    0.0
+    """
+    from .uncertainty import predict_uncertainty
+
+    front, hydra = _hydra_step(estimator)
+    student = predict_uncertainty(estimator, X)["epistemic"].to_numpy()
+    Xt = X if front is None else front.transform(X)
+    if hydra._teacher.members == []:
+        raise ValueError(
+            "This student was stripped of its teacher (without_teacher); score the "
+            "original estimator."
+        )
+    with warnings.catch_warnings():
+        # Point-prediction members have no aleatoric part; only the epistemic one is used.
+        warnings.filterwarnings("ignore", message=".*predict no variance", category=UserWarning)
+        teacher = predict_uncertainty(hydra._teacher, Xt)["epistemic"].to_numpy()
+    if np.ptp(student) == 0 or np.ptp(teacher) == 0:
+        return 0.0
+    return uncertainty_spearman(teacher, student)
