@@ -83,6 +83,11 @@ def _like(rows, template):
     return rows
 
 
+def _writable(X):
+    # torch.as_tensor warns on read-only arrays (pandas copy-on-write views).
+    return X if X.flags.writeable else X.copy()
+
+
 def _fixed_seed(random_state):
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
@@ -405,7 +410,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         if sp.issparse(X_teacher):
             X_teacher = X_teacher.toarray()
         try:
-            return check_array(X_teacher, dtype=np.float32)
+            return _writable(check_array(X_teacher, dtype=np.float32))
         except ValueError as exc:
             raise ValueError(
                 f"The teacher's preprocessing must produce finite numbers for the student: {exc}"
@@ -416,7 +421,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         if self._teacher.preprocessor is not None:
             validate_data(self, X, reset=False, skip_check_array=True)
             return self._student_array(self._teacher.transform(X))
-        return self._validate_numeric(X, reset=False)
+        return _writable(self._validate_numeric(X, reset=False))
 
     def _forward(self, X):
         """Raw head outputs, ndarray of shape (n_samples, n_heads, n_outputs)."""

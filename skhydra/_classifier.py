@@ -234,7 +234,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         check_classification_targets(y)
         if fit_ensemble and len(np.unique(y)) < 2:
             raise ValueError(
-                f"y has only one class ({np.unique(y)[0]!r}); the ensemble needs at "
+                f"y has only one class ({np.unique(y)[0].item()!r}); the ensemble needs at "
                 "least two classes to fit."
             )
         return y

@@ -151,6 +151,8 @@ def _is_fitted(model):
     if _is_torch_module(model):
         return True
     if isinstance(model, (list, tuple)):
+        if len(model) == 0:
+            raise ValueError("The ensemble list is empty; pass at least one member.")
         states = [_is_fitted(m) for m in model]
         if any(states) and not all(states):
             raise ValueError(

@@ -319,15 +319,16 @@ def _hydra_step(estimator):
 
     if hasattr(estimator, "best_estimator_"):
         estimator = estimator.best_estimator_
+    front = None
     steps = getattr(estimator, "steps", None)
     if steps is not None:
-        return estimator[:-1], steps[-1][1]
+        front, estimator = estimator[:-1], steps[-1][1]
     if not isinstance(estimator, BaseHydra):
         raise TypeError(
             "epistemic_fidelity_score needs a fitted Hydra estimator (or a Pipeline or "
             f"search ending in one), got {type(estimator).__name__}."
         )
-    return None, estimator
+    return front, estimator
 
 
 def epistemic_fidelity_score(estimator, X, y=None):
