@@ -26,6 +26,7 @@ __all__ = [
     "mixture_interval",
     "negative_log_likelihood",
     "ood_auroc",
+    "reliability_bins",
     "uncertainty_mse",
     "uncertainty_spearman",
 ]
@@ -126,15 +127,41 @@ def expected_calibration_error(y_true, proba, *, classes=None, n_bins=15):
     >>> expected_calibration_error([0, 0], [[0.9, 0.1], [0.7, 0.3]])
     0.2
     """
-    p = _proba(proba)
-    confidence = p.max(axis=1)
-    correct = p.argmax(axis=1) == _label_index(y_true, classes, p.shape[1])
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in np.unique(bins):
-        in_bin = bins == b
-        ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    confidence, accuracy, counts = reliability_bins(y_true, proba, classes=classes, n_bins=n_bins)
+    full = counts > 0
+    ece = np.sum(counts[full] * np.abs(accuracy[full] - confidence[full])) / counts.sum()
     return float(round(ece, 12))
+
+
+def reliability_bins(y_true, proba, *, classes=None, n_bins=15):
+    """Mean top-class confidence, accuracy and row count per confidence bin.
+
+    Rows are binned by their maximum probability into ``n_bins`` equal-width
+    bins on [0, 1] (the last bin is closed); the binning of
+    :func:`expected_calibration_error` and of the reliability diagram.
+
+    Returns
+    -------
+    confidence, accuracy : ndarray of shape (n_bins,)
+        NaN in empty bins.
+    counts : ndarray of shape (n_bins,)
+
+    Examples
+    --------
+    >>> from skhydra.metrics import reliability_bins
+    >>> confidence, accuracy, counts = reliability_bins([0, 0], [[0.9, 0.1], [0.7, 0.3]], n_bins=2)
+    >>> confidence.tolist(), accuracy.tolist(), counts.tolist()
+    ([nan, 0.8], [nan, 1.0], [0, 2])
+    """
+    p = _proba(proba)
+    top = p.max(axis=1)
+    correct = p.argmax(axis=1) == _label_index(y_true, classes, p.shape[1])
+    bins = np.minimum((top * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(bins, weights=top, minlength=n_bins) / counts
+        accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / counts
+    return confidence, accuracy, counts
 
 
 def agreement(teacher_proba, student_proba):
@@ -313,24 +340,6 @@ def interval_coverage(y_true, means, variances, weights=None, level=0.95):
     return float(np.mean((y >= lower) & (y <= upper)))
 
 
-def _hydra_step(estimator):
-    """The Hydra estimator inside a fitted search, Pipeline or bare estimator."""
-    from ._base import BaseHydra
-
-    if hasattr(estimator, "best_estimator_"):
-        estimator = estimator.best_estimator_
-    front = None
-    steps = getattr(estimator, "steps", None)
-    if steps is not None:
-        front, estimator = estimator[:-1], steps[-1][1]
-    if not isinstance(estimator, BaseHydra):
-        raise TypeError(
-            "epistemic_fidelity_score needs a fitted Hydra estimator (or a Pipeline or "
-            f"search ending in one), got {type(estimator).__name__}."
-        )
-    return front, estimator
-
-
 def epistemic_fidelity_score(estimator, X, y=None):
     """Spearman correlation of a student's epistemic uncertainty with its teacher's.
 
@@ -371,20 +380,14 @@ def epistemic_fidelity_score(estimator, X, y=None):
     >>> epistemic_fidelity_score(kd, X)
     0.0
     """
-    from .uncertainty import predict_uncertainty
+    from .uncertainty import predict_uncertainty, teacher_view
 
-    front, hydra = _hydra_step(estimator)
+    teacher, X_teacher = teacher_view(estimator, X)
     student = predict_uncertainty(estimator, X)["epistemic"].to_numpy()
-    Xt = X if front is None else front.transform(X)
-    if hydra._teacher.members == []:
-        raise ValueError(
-            "This student was stripped of its teacher (without_teacher); score the "
-            "original estimator."
-        )
     with warnings.catch_warnings():
         # Point-prediction members have no aleatoric part; only the epistemic one is used.
         warnings.filterwarnings("ignore", message=".*predict no variance", category=UserWarning)
-        teacher = predict_uncertainty(hydra._teacher, Xt)["epistemic"].to_numpy()
+        teacher = predict_uncertainty(teacher, X_teacher)["epistemic"].to_numpy()
     if np.ptp(student) == 0 or np.ptp(teacher) == 0:
         return 0.0
     return uncertainty_spearman(teacher, student)

@@ -13,9 +13,13 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils import check_array, check_consistent_length, check_scalar
 
-from ._base import BaseHydra
-from .metrics import _label_index, expected_calibration_error, ood_auroc, uncertainty_spearman
-from .uncertainty import COLUMNS, predict_uncertainty
+from .metrics import (
+    expected_calibration_error,
+    ood_auroc,
+    reliability_bins,
+    uncertainty_spearman,
+)
+from .uncertainty import COLUMNS, predict_uncertainty, teacher_view
 
 __all__ = ["ReliabilityDisplay", "UncertaintyComparisonDisplay", "UncertaintyShiftDisplay"]
 
@@ -55,22 +59,7 @@ def _uncertainty(model, X, kind):
 
 def _teacher_uncertainty(student, X, kind):
     """The uncertainty of the student's own fitted ensemble on ``X``."""
-    model = getattr(student, "best_estimator_", student)
-    front = None
-    if hasattr(model, "steps"):
-        front, model = model[:-1], model.steps[-1][1]
-    if not isinstance(model, BaseHydra):
-        raise TypeError(
-            "teacher=None takes the teacher from a fitted Hydra student (or a Pipeline or "
-            f"search ending in one), got {type(model).__name__}; pass teacher=."
-        )
-    if getattr(model, "ensemble_", None) is None:
-        raise ValueError(
-            "This student holds no teacher (not fitted, or stripped by without_teacher); "
-            "pass teacher=."
-        )
-    # The resolved teacher knows a torch ensemble's task and classes, unlike ensemble_.
-    return _uncertainty(model._teacher, X if front is None else front.transform(X), kind)
+    return _uncertainty(*teacher_view(student, X, hint="; pass teacher="), kind)
 
 
 class UncertaintyComparisonDisplay:
@@ -564,13 +553,7 @@ class ReliabilityDisplay:
         p = check_array(proba, dtype=np.float64, input_name="proba")
         y_true = np.ravel(y_true)
         check_consistent_length(y_true, p)
-        top = p.max(axis=1)
-        correct = p.argmax(axis=1) == _label_index(y_true, classes, p.shape[1])
-        bins = np.minimum((top * n_bins).astype(int), n_bins - 1)
-        counts = np.bincount(bins, minlength=n_bins)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            confidence = np.bincount(bins, weights=top, minlength=n_bins) / counts
-            accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / counts
+        confidence, accuracy, counts = reliability_bins(y_true, p, classes=classes, n_bins=n_bins)
         ece = expected_calibration_error(y_true, p, classes=classes, n_bins=n_bins)
         disp = cls(confidence, accuracy, counts, ece, name=name)
         return disp.plot(ax=ax, **kwargs)

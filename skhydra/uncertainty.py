@@ -136,6 +136,43 @@ def _index_of(X):
     return X.index if isinstance(X, pd.DataFrame) else None
 
 
+def teacher_view(student, X, hint=""):
+    """The teacher of a fitted student and ``X`` as that teacher takes it.
+
+    Parameters
+    ----------
+    student : estimator
+        A fitted Hydra estimator, or a Pipeline or fitted search ending in one.
+    X : array-like or DataFrame
+        Rows as ``student`` takes them.
+    hint : str, default=""
+        Appended to the error raised when ``student`` holds no Hydra estimator.
+
+    Returns
+    -------
+    teacher : skhydra.ensembles.Teacher
+    X_teacher : array-like
+        ``X`` after the Pipeline's steps in front of the Hydra estimator.
+    """
+    from ._base import BaseHydra
+
+    model = getattr(student, "best_estimator_", student)
+    front = None
+    if hasattr(model, "steps"):
+        front, model = model[:-1], model.steps[-1][1]
+    if not isinstance(model, BaseHydra):
+        raise TypeError(
+            "This needs a fitted Hydra estimator (or a Pipeline or search ending in one) "
+            f"to find the teacher, got {type(model).__name__}{hint}."
+        )
+    if getattr(model, "ensemble_", None) is None:
+        raise ValueError(
+            "This student holds no teacher: it is not fitted, or it was stripped of its "
+            "teacher by without_teacher()."
+        )
+    return model._teacher, X if front is None else front.transform(X)
+
+
 def predict_uncertainty(model, X, *, task=None):
     """Total, aleatoric and epistemic uncertainty of a Hydra model or an ensemble.
 
