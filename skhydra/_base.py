@@ -306,6 +306,9 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
                 callbacks=self.callbacks,
                 skorch_params=self.skorch_params,
             )
+        # The split holds the validation rows and their targets: not needed once trained,
+        # and most of the student's pickled size.
+        self.net_.train_split = None
         return self
 
     def without_teacher(self):
@@ -424,10 +427,10 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         return _writable(self._validate_numeric(X, reset=False))
 
     def _forward(self, X):
-        """Raw head outputs, ndarray of shape (n_samples, n_heads, n_outputs)."""
+        """Raw head outputs, a CPU tensor of shape (n_samples, n_heads, n_outputs)."""
         X = self._student_input(X)
         with torch.no_grad():
-            return self.net_.forward(X).numpy()
+            return self.net_.forward(X)
 
     # -- scikit-learn protocol ---------------------------------------------
 

@@ -3,6 +3,7 @@
 from numbers import Real
 
 import numpy as np
+import torch
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.utils._param_validation import Interval
@@ -200,10 +201,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
             Head ``h``'s probabilities, the student's counterpart of
             :func:`skhydra.ensembles.predict_members`.
         """
-        logits = self._forward(X)
-        logits -= logits.max(axis=-1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=-1, keepdims=True)
+        return torch.softmax(self._forward(X), dim=-1).numpy()
 
     def predict_uncertainty(self, X):
         """Decompose the predictive entropy into aleatoric and epistemic parts.

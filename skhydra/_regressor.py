@@ -189,7 +189,7 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
             NaN when the aleatoric part is unknown), the student's counterpart
             of :func:`skhydra.ensembles.predict_members`.
         """
-        out = self._forward(X).astype(np.float64)
+        out = self._forward(X).numpy().astype(np.float64)
         means = out[..., 0] * self._y_scale + self._y_loc
         variances = (np.logaddexp(0.0, out[..., 1]) + MIN_VARIANCE) * self._y_scale**2
         if not self._aleatoric_known:

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from scipy.special import entr
 
 __all__ = [
     "classification_uncertainty",
@@ -33,11 +34,9 @@ def _normalised_weights(weights, n_members):
     return weights / weights.sum()
 
 
-def _entropy(p, axis=-1):
-    p = np.clip(p, 0.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log(p), 0.0)
-    return terms.sum(axis=axis)
+def _entropy(p):
+    """Entropy along the last axis, summed in float64 whatever the input precision."""
+    return entr(np.clip(p, 0.0, 1.0)).sum(axis=-1, dtype=np.float64)
 
 
 def classification_uncertainty(probabilities, weights=None):
@@ -68,13 +67,15 @@ def classification_uncertainty(probabilities, weights=None):
     >>> round(float(total[0]), 4), float(aleatoric[0]), round(float(epistemic[0]), 4)
     (0.6931, 0.0, 0.6931)
     """
-    p = np.asarray(probabilities, dtype=np.float64)
+    p = np.asarray(probabilities)
+    # float32 members (students, teachers) stay float32 per element: no 2x copy.
+    p = p if p.dtype in (np.float32, np.float64) else p.astype(np.float64)
     if p.ndim != 3:
         raise ValueError(
             f"probabilities must have shape (n_samples, n_members, n_classes), got {p.shape}."
         )
     w = _normalised_weights(weights, p.shape[1])
-    mean = np.einsum("nmc,m->nc", p, w)
+    mean = np.einsum("nmc,m->nc", p, w.astype(p.dtype))
     total = _entropy(mean)
     aleatoric = np.einsum("nm,m->n", _entropy(p), w)
     epistemic = np.maximum(total - aleatoric, 0.0)
