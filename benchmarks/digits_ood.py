@@ -11,6 +11,7 @@ forest. Prints one markdown table per teacher.
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,11 @@ from sklearn.preprocessing import StandardScaler
 from skhydra import HydraDistilledClassifier, predict_uncertainty
 from skhydra import metrics as M
 from skhydra.ensembles import predict_members
+from skhydra.plotting import (
+    ReliabilityDisplay,
+    UncertaintyComparisonDisplay,
+    UncertaintyShiftDisplay,
+)
 
 
 def load(seed):
@@ -78,6 +84,35 @@ def evaluate(model, X_te, y_te, X_ood, ref):
     return row
 
 
+def save_plots(folder, kind, ens, hydra, X_te, y_te, X_ood, ref, row):
+    """Student vs teacher uncertainty, in-domain vs OOD, reliability (first split)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    UncertaintyComparisonDisplay.from_predictions(
+        np.r_[ref["u_te"], ref["u_ood"]],
+        np.r_[row["u_te"], row["u_ood"]],
+        name="Hydra, test + OOD rows",
+        ax=axes[0],
+    )
+    axes[0].set(xscale="log", yscale="log", title="Epistemic uncertainty (nats)")
+    for ax, name, r in ((axes[1], "teacher", ref), (axes[2], "Hydra", row)):
+        UncertaintyShiftDisplay.from_predictions(r["u_te"], r["u_ood"], name=name, ax=ax)
+        ax.set_title(f"{name}: digits 0-7 (test) vs 8-9 (OOD)")
+    ReliabilityDisplay.from_predictions(y_te, ref["proba"], name="teacher", ax=axes[3])
+    ReliabilityDisplay.from_predictions(y_te, row["proba"], name="Hydra", ax=axes[3])
+    fig.suptitle(f"digits OOD, teacher: {kind}")
+    fig.tight_layout()
+    path = Path(folder) / f"digits_ood_{kind}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"saved {path}")
+
+
 COLUMNS = [
     "acc",
     "nll",
@@ -103,6 +138,9 @@ def main():
         "--student-params", default="{}", help="JSON dict of HydraDistilledClassifier params"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--plots", default="benchmarks/results", help="folder for the PNG plots ('' for none)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     extra = json.loads(args.student_params)
@@ -133,6 +171,8 @@ def main():
                 row = evaluate(hydra, X_te, y_te, X_ood, ref)
                 row["fit_s"] = fit_s
                 results.setdefault(name, []).append(row)
+                if args.plots and seed == 0 and name == "hydra-noise":
+                    save_plots(args.plots, kind, ens, hydra, X_te, y_te, X_ood, ref, row)
         print(f"\n### Teacher: {kind} ({args.repeats} splits, mean ± s.e.)\n")
         print("| model | " + " | ".join(COLUMNS) + " |")
         print("|---" * (len(COLUMNS) + 1) + "|")

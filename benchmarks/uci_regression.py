@@ -41,6 +41,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -166,6 +167,31 @@ def run_split(X, y, train, test, seed, args, student_params):
     return rows
 
 
+def save_plot(folder, name, results):
+    """Hydra vs teacher epistemic and aleatoric variance on all test rows of all splits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skhydra.plotting import UncertaintyComparisonDisplay
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, key, kind in ((axes[0], "epi", "epistemic"), (axes[1], "ale", "aleatoric")):
+        teacher = np.concatenate([r["teacher"][key] for r in results])
+        student = np.concatenate([r["Hydra"][key] for r in results])
+        UncertaintyComparisonDisplay.from_predictions(
+            teacher, student, kind=kind, name="Hydra", ax=ax
+        )
+        ax.set(xscale="log", yscale="log", title=f"{name}: {kind} variance (test rows)")
+    fig.tight_layout()
+    path = Path(folder) / f"uci_{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"saved {path}")
+
+
 def fmt(values, digits):
     values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
     if len(values) == 0:
@@ -225,6 +251,9 @@ def main(argv=None):
         help="torch CPU threads (default 1: these nets are tiny, and more threads "
         "than free cores slow torch down badly)",
     )
+    parser.add_argument(
+        "--plots", default="benchmarks/results", help="folder for the PNG plots ('' for none)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.members <= 50:
         parser.error("--members must be between 1 and 50")
@@ -260,6 +289,8 @@ def main(argv=None):
             print(f"[{name} split {r}] {summary}", flush=True)
         print()
         print(table(name, results, len(y), args))
+        if args.plots and not args.teacher_only:
+            save_plot(args.plots, name, results)
         print(f"\n{name}: {time.perf_counter() - t_set:.0f} s\n", flush=True)
     print(f"total {time.perf_counter() - start:.0f} s")
 
