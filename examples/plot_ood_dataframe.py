@@ -1,7 +1,7 @@
 """
-============================================================
+=============================================================
 A pandas workflow: flag unusual rows by epistemic uncertainty
-============================================================
+=============================================================
 
 skhydra estimators take pandas DataFrames like any scikit-learn estimator:
 they record ``feature_names_in_``, and :func:`skhydra.predict_uncertainty`
