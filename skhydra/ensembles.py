@@ -105,6 +105,17 @@ class Teacher:
         Fitted steps in front of the members (a Pipeline teacher).
     n_features_in_ : int or None
         Number of features the members (after ``preprocessor``) expect, when known.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import BaggingClassifier
+    >>> from skhydra.ensembles import resolve_teacher
+    >>> X, y = load_iris(return_X_y=True)
+    >>> bag = BaggingClassifier(n_estimators=3, max_features=2, random_state=0).fit(X, y)
+    >>> teacher = resolve_teacher(bag)
+    >>> teacher.n_members, [len(m.features) for m in teacher.members]
+    (3, [2, 2, 2])
     """
 
     ensemble: object
@@ -468,6 +479,19 @@ def fit_teacher(ensemble, X, y, sample_weight=None, task=None, default=None):
     fitted : object
         The fitted ensemble; a fitted ensemble is returned untouched.
     was_fitted_here : bool
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from skhydra.ensembles import fit_teacher
+    >>> X, y = load_iris(return_X_y=True)
+    >>> unfitted = RandomForestClassifier(n_estimators=3, random_state=0)
+    >>> fitted, fitted_here = fit_teacher(unfitted, X, y, task="classifier")
+    >>> fitted is unfitted, fitted_here, len(fitted.estimators_)
+    (False, True, 3)
+    >>> fit_teacher(fitted, X, y)[0] is fitted  # a fitted ensemble is returned untouched
+    True
     """
     if ensemble is None:
         ensemble = default()
@@ -614,7 +638,35 @@ def predict_members(ensemble, X, *, task=None, classes=None, batch_size=None):
 
 
 def predict_transformed(teacher, X, batch_size=None):
-    """:func:`predict_members` for rows already through ``teacher.preprocessor``."""
+    """:func:`predict_members` for rows already through ``teacher.preprocessor``.
+
+    Parameters
+    ----------
+    teacher : Teacher
+        A resolved teacher (:func:`resolve_teacher`).
+    X : array-like or DataFrame of shape (n_samples, n_features)
+        Rows as the members take them, i.e. ``teacher.transform(rows)``.
+    batch_size : int, default=None
+        Rows per chunk; ``None`` uses ``DEFAULT_BATCH_SIZE``.
+
+    Returns
+    -------
+    Same as :func:`predict_members`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skhydra.ensembles import predict_members, predict_transformed, resolve_teacher
+    >>> X, y = load_iris(return_X_y=True)
+    >>> pipe = make_pipeline(StandardScaler(), RandomForestClassifier(4, random_state=0))
+    >>> teacher = resolve_teacher(pipe.fit(X, y))
+    >>> direct = predict_transformed(teacher, teacher.transform(X))
+    >>> bool((direct == predict_members(pipe, X)).all())
+    True
+    """
     n_samples = X.shape[0]
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if not isinstance(batch_size, Integral) or batch_size < 1:

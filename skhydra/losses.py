@@ -34,6 +34,15 @@ class TemperedKLLoss(nn.Module):
     -----
     ``y_true["target"]`` holds tempered teacher probabilities of shape
     (N, H, C) and ``y_true["weight"]`` row weights of shape (N,).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.losses import TemperedKLLoss
+    >>> target = torch.tensor([[[0.7, 0.3]]])
+    >>> y_true = {"target": target, "weight": torch.ones(1)}
+    >>> round(TemperedKLLoss(1.0)(target.log(), y_true).item(), 6)  # student = teacher
+    0.0
     """
 
     def __init__(self, temperature=1.0):
@@ -49,7 +58,15 @@ class TemperedKLLoss(nn.Module):
 
 
 def gaussian_kl(mean_p, var_p, mean_q, var_q):
-    """``KL(N(mean_p, var_p) || N(mean_q, var_q))`` elementwise."""
+    """``KL(N(mean_p, var_p) || N(mean_q, var_q))`` elementwise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.losses import gaussian_kl
+    >>> gaussian_kl(torch.tensor(0.0), torch.tensor(1.0), torch.tensor(1.0), torch.tensor(1.0))
+    tensor(0.5000)
+    """
     return 0.5 * (
         torch.log(var_q) - torch.log(var_p) + (var_p + (mean_p - mean_q) ** 2) / var_q - 1.0
     )
@@ -69,6 +86,16 @@ class GaussianDistillationLoss(nn.Module):
     ----------
     min_variance : float
         Variance floor of the heads (see :func:`skhydra.nn.gaussian_parameters`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.losses import GaussianDistillationLoss
+    >>> y_pred = torch.tensor([[[0.0, 0.5413]]])  # mean 0, softplus(0.5413) = variance 1
+    >>> y_true = {"mean": torch.tensor([[0.0]]), "var": torch.tensor([[1.0]]),
+    ...           "y": torch.tensor([float("nan")]), "weight": torch.ones(1)}
+    >>> round(GaussianDistillationLoss(0.0)(y_pred, y_true).item(), 4)
+    0.0
     """
 
     def __init__(self, min_variance=1e-4):

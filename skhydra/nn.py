@@ -19,6 +19,13 @@ class Standardize(nn.Module):
     loc, scale : torch.Tensor of shape (D,)
         Per-feature location and scale. Zero scales must be replaced by the
         caller (the estimators use 1 for constant features).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.nn import Standardize
+    >>> Standardize(torch.tensor([1.0, 2.0]), torch.tensor([2.0, 4.0]))(torch.tensor([[3.0, 2.0]]))
+    tensor([[1., 0.]])
     """
 
     def __init__(self, loc, scale):
@@ -46,6 +53,14 @@ class BatchedLinear(nn.Module):
     Input of shape (N, in) is shared by all heads; input of shape (N, H, in)
     gives each head its own features. Output has shape (N, H, out). Weights are
     initialised like :class:`torch.nn.Linear`, independently per head.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.nn import BatchedLinear
+    >>> layer = BatchedLinear(n_heads=4, in_features=8, out_features=3)
+    >>> layer(torch.randn(5, 8)).shape, layer(torch.randn(5, 4, 8)).shape
+    (torch.Size([5, 4, 3]), torch.Size([5, 4, 3]))
     """
 
     def __init__(self, n_heads, in_features, out_features):
@@ -86,6 +101,16 @@ class HydraHeads(nn.Module):
         Hidden widths inside each head; ``()`` gives one linear layer per head.
     out_features : int
         Outputs per head (classes, or 2 for a Gaussian's mean and variance).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.nn import HydraHeads
+    >>> heads = HydraHeads(n_heads=1, in_features=8, hidden_sizes=(16,), out_features=3)
+    >>> heads.expand(5)
+    >>> out = heads(torch.randn(2, 8))
+    >>> out.shape, bool(torch.allclose(out[:, 0], out[:, 4]))  # copies until trained apart
+    (torch.Size([2, 5, 3]), True)
     """
 
     def __init__(self, n_heads, in_features, hidden_sizes, out_features):
@@ -190,5 +215,13 @@ def gaussian_parameters(output, min_variance):
     Returns
     -------
     mean, variance : torch.Tensor of shape (...)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.nn import gaussian_parameters
+    >>> mean, variance = gaussian_parameters(torch.tensor([[1.0, 0.0]]), min_variance=1e-6)
+    >>> mean.item(), round(variance.item(), 4)  # softplus(0) = log 2
+    (1.0, 0.6931)
     """
     return output[..., 0], F.softplus(output[..., 1]) + min_variance
