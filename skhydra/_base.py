@@ -231,6 +231,14 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
             default=self._default_ensemble,
         )
         teacher = resolve_teacher(self.ensemble_, self._task, self._classes_hint(y))
+        self._teacher = teacher
+        self.n_members_ = teacher.n_members
+        self.n_heads_ = self.n_members_ if self.n_heads is None else self.n_heads
+        if self.n_heads_ > self.n_members_:
+            raise ValueError(
+                f"n_heads={self.n_heads} exceeds the ensemble's {self.n_members_} "
+                "members; use at most one head per member (or n_heads=None)."
+            )
         X_teacher = teacher.transform(X)
         X_student = self._student_array(X_teacher)
         if teacher.n_features_in_ is not None and teacher.n_features_in_ != X_student.shape[1]:
@@ -256,20 +264,12 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         if y is not None:
             y = np.concatenate([y, np.full(n_synth, np.nan)]) if n_synth else y
 
-        self._teacher = teacher
-        self.n_members_ = teacher.n_members
-        self.n_heads_ = self.n_members_ if self.n_heads is None else self.n_heads
-        if self.n_heads_ > self.n_members_:
-            raise ValueError(
-                f"n_heads={self.n_heads} exceeds the ensemble's {self.n_members_} "
-                "members; use at most one head per member (or n_heads=None)."
-            )
         assignment = self._assignment(teacher.weights)
         targets1, targets2 = self._build_targets(predictions, assignment, y)
         targets1["weight"] = targets2["weight"] = weight.astype(np.float32)
         self._head_weights = assignment.sum(axis=1)
 
-        valid_index = self._validation_rows(len(X_student), n_real, rng)
+        valid_index = self._validation_rows(len(X_student), rng)
         loc = X_student[:n_real].mean(axis=0)
         scale = X_student[:n_real].std(axis=0)
         scale[scale < 1e-12] = 1.0
@@ -381,7 +381,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         # About 16 steps per epoch on small data, 256 rows per step on large data.
         return int(np.clip(n_train // 16, 16, 256))
 
-    def _validation_rows(self, n_rows, n_real, rng):
+    def _validation_rows(self, n_rows, rng):
         if not self.early_stopping:
             return None
         n_valid = int(np.floor(self.validation_fraction * n_rows))

@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 from ._base import BaseHydra
 from ._docs import fill
 from .losses import GaussianDistillationLoss
+from .nn import gaussian_parameters
 from .uncertainty import regression_uncertainty, uncertainty_frame
 
 __all__ = ["HydraDistilledRegressor"]
@@ -189,9 +190,9 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
             NaN when the aleatoric part is unknown), the student's counterpart
             of :func:`skhydra.ensembles.predict_members`.
         """
-        out = self._forward(X).numpy().astype(np.float64)
-        means = out[..., 0] * self._y_scale + self._y_loc
-        variances = (np.logaddexp(0.0, out[..., 1]) + MIN_VARIANCE) * self._y_scale**2
+        mean, variance = gaussian_parameters(self._forward(X), MIN_VARIANCE)
+        means = mean.numpy().astype(np.float64) * self._y_scale + self._y_loc
+        variances = variance.numpy().astype(np.float64) * self._y_scale**2
         if not self._aleatoric_known:
             variances = np.full_like(variances, np.nan)
         return means, variances

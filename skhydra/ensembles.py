@@ -320,8 +320,6 @@ def _members_of_ensemble(ensemble, task):
 
 
 def _members_of_list(models, task, classes_hint):
-    if len(models) == 0:
-        raise ValueError("The ensemble list is empty; pass at least one fitted member.")
     torch_flags = [_is_torch_module(m) for m in models]
     if any(torch_flags) and not all(torch_flags):
         raise TypeError(
@@ -503,8 +501,6 @@ def fit_teacher(ensemble, X, y, sample_weight=None, task=None, default=None):
             "passed, but the target y is None; pass y or a fitted ensemble."
         )
     if isinstance(ensemble, (list, tuple)):
-        if len(ensemble) == 0:
-            raise ValueError("The ensemble list is empty; pass at least one member.")
         for model in ensemble:
             _refuse_if_unsupported(model)
         return [_fit_one(m, X, y, sample_weight) for m in ensemble], True
