@@ -23,7 +23,13 @@ from sklearn.utils.validation import (
 
 from ._augment import synthetic_rows
 from ._training import train_two_phase
-from .ensembles import _is_fitted, fit_teacher, predict_transformed, resolve_teacher
+from .ensembles import (
+    _is_fitted,
+    _unwrap_frozen,
+    fit_teacher,
+    predict_transformed,
+    resolve_teacher,
+)
 from .nn import HydraModule
 
 __all__ = ["BaseHydra", "resolve_device"]
@@ -68,12 +74,6 @@ def resolve_device(device):
                 )
         return device
     raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}.")
-
-
-def _unwrap_frozen(ensemble):
-    while type(ensemble).__name__ == "FrozenEstimator":
-        ensemble = ensemble.estimator
-    return ensemble
 
 
 def _like(rows, template):

@@ -223,10 +223,14 @@ def _check_task(task, found, what):
         )
 
 
+def _unwrap_frozen(model):
+    while type(model).__name__ == "FrozenEstimator":
+        model = model.estimator
+    return model
+
+
 def _supports_return_std(model):
-    last = model[-1] if isinstance(model, Pipeline) else model
-    if type(last).__name__ == "FrozenEstimator":
-        last = last.estimator
+    last = _unwrap_frozen(model[-1] if isinstance(model, Pipeline) else model)
     try:
         return "return_std" in inspect.signature(last.predict).parameters
     except (TypeError, ValueError):
