@@ -18,8 +18,8 @@ def synthetic_rows(X, kind, factor, noise_scale, rng):
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-        Transfer rows.
+    X : ndarray of shape (n_samples, ...)
+        Transfer rows (any trailing shape, e.g. images).
     kind : {"noise", "mixup"} or None
         ``"noise"``: a random row plus Gaussian noise of ``noise_scale``
         standard deviations of each feature (standardised units).
@@ -33,7 +33,7 @@ def synthetic_rows(X, kind, factor, noise_scale, rng):
 
     Returns
     -------
-    ndarray of shape (n_new, n_features), dtype of ``X``
+    ndarray of shape (n_new, ...), dtype of ``X``
     """
     n_new = int(round(factor * len(X))) if kind is not None else 0
     if n_new == 0:
@@ -44,5 +44,5 @@ def synthetic_rows(X, kind, factor, noise_scale, rng):
         noise = rng.standard_normal(first.shape) * (noise_scale * scale)
         return (first + noise).astype(X.dtype)
     second = X[rng.integers(len(X), size=n_new)]
-    lam = rng.uniform(size=(n_new, 1))
+    lam = rng.uniform(size=(n_new,) + (1,) * (X.ndim - 1))
     return (lam * first + (1.0 - lam) * second).astype(X.dtype)

@@ -5,6 +5,7 @@ from abc import ABCMeta, abstractmethod
 from dataclasses import replace
 from numbers import Integral, Real
 
+import joblib
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -12,21 +13,25 @@ import torch
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_array,
     check_consistent_length,
     check_is_fitted,
+    check_memory,
     validate_data,
 )
 
 from ._augment import synthetic_rows
+from ._storage import RowStore, parse_bytes
 from ._training import train_two_phase
 from .ensembles import (
+    DEFAULT_BATCH_SIZE,
     _is_fitted,
     _unwrap_frozen,
     fit_teacher,
+    iter_member_predictions,
     predict_transformed,
     resolve_teacher,
 )
@@ -88,6 +93,33 @@ def _writable(X):
     return X if X.flags.writeable else X.copy()
 
 
+def _check_memory(memory):
+    if isinstance(memory, str):
+        # Memory-mapped reads: a cached array is not loaded whole into RAM.
+        return joblib.Memory(location=memory, mmap_mode="r", verbose=0)
+    return check_memory(memory)
+
+
+def _cached_chunks(memory, teacher, X, n_jobs):
+    """Chunks of the teacher's predictions of ``X`` through a joblib cache."""
+    cached = memory.cache(predict_transformed, ignore=["n_jobs"])
+    classes = teacher.classes_
+    predictions = cached(teacher, X, n_jobs=n_jobs)
+    if teacher.is_classifier and classes is None:
+        # A cache hit skips the call that infers a torch ensemble's classes.
+        teacher.classes_ = np.arange(predictions.shape[2])
+    if not teacher.is_classifier and teacher._torch_outputs is None:
+        kinds = {m.kind for m in teacher.members}
+        if "torch" in kinds:
+            teacher._torch_outputs = 2 if np.isfinite(predictions[1][:1]).all() else 1
+    for start in range(0, X.shape[0], DEFAULT_BATCH_SIZE):
+        stop = min(start + DEFAULT_BATCH_SIZE, X.shape[0])
+        if teacher.is_classifier:
+            yield start, stop, np.asarray(predictions[start:stop])
+        else:
+            yield start, stop, tuple(np.asarray(p[start:stop]) for p in predictions)
+
+
 def _fixed_seed(random_state):
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
@@ -105,6 +137,9 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         "body_layer_sizes": [tuple, list],
         "head_layer_sizes": [tuple, list],
         "n_heads": [Interval(Integral, 1, None, closed="left"), None],
+        "body": [None, type, torch.nn.Module],
+        "body_params": [dict, None],
+        "input_scaling": [StrOptions({"auto", "feature", "channel", "global"}), None],
         "phase1_epochs": [Interval(Integral, 0, None, closed="left")],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -121,6 +156,11 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         "verbose": ["verbose"],
         "callbacks": [list, None],
         "skorch_params": [dict, None],
+        "memory_budget": [Interval(Integral, 0, None, closed="left"), str, None],
+        "memory": [None, str, HasMethods(["cache"])],
+        "n_jobs": [Integral, None],
+        "precision": [StrOptions({"float32", "bfloat16"})],
+        "accelerator": [None, HasMethods(["prepare", "backward"])],
     }
 
     _task = None
@@ -144,8 +184,8 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         """Check ``y`` against a fitted teacher (labels it never saw)."""
 
     @abstractmethod
-    def _build_targets(self, predictions, assignment, y):
-        """Per-row targets for phase 1 (one head) and phase 2 (all heads)."""
+    def _targets_chunk(self, predictions, assignment, y):
+        """Targets of a chunk of rows for phase 1 (one head) and phase 2 (all heads)."""
 
     @abstractmethod
     def _criterion(self):
@@ -203,7 +243,10 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
                 "from its own parameters (lr, batch_size, max_epochs, device, verbose, "
                 "callbacks, early_stopping)."
             )
-        self.device_ = resolve_device(self.device)
+        if self.accelerator is not None:
+            self.device_ = str(self.accelerator.device)
+        else:
+            self.device_ = resolve_device(self.device)
         seed = _fixed_seed(self.random_state)
 
         pipeline_teacher = isinstance(_unwrap_frozen(self.ensemble), Pipeline)
@@ -248,8 +291,14 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
             )
         if y is not None:
             self._check_targets_against_teacher(y, teacher)
+        if X_student.ndim > 2 and self.body is None:
+            raise ValueError(
+                f"X has rows of shape {X_student.shape[1:]}: inputs of more than two "
+                "dimensions need a custom body (e.g. a CNN class as body=...); the default "
+                "MLP body takes X of shape (n_samples, n_features)."
+            )
+        self.input_shape_ = X_student.shape[1:]
 
-        predictions = predict_transformed(teacher, X_teacher)
         rng = np.random.default_rng(seed)
         synthetic = synthetic_rows(
             X_student, self.augmentation, self.augmentation_factor, self.noise_scale, rng
@@ -257,22 +306,29 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         n_real, n_synth = len(X_student), len(synthetic)
         weight = np.ones(n_real) if sample_weight is None else sample_weight
         if n_synth:
-            synth_pred = predict_transformed(teacher, _like(synthetic, X_teacher))
-            predictions = self._concat_predictions(predictions, synth_pred)
             X_student = np.concatenate([X_student, synthetic])
             weight = np.concatenate([weight, np.full(n_synth, weight.mean())])
         if y is not None:
             y = np.concatenate([y, np.full(n_synth, np.nan)]) if n_synth else y
-
         assignment = self._assignment(teacher.weights)
-        targets1, targets2 = self._build_targets(predictions, assignment, y)
-        targets1["weight"] = targets2["weight"] = weight.astype(np.float32)
         self._head_weights = assignment.sum(axis=1)
 
+        store = RowStore(parse_bytes(self.memory_budget))
+        try:
+            chunks = self._prediction_chunks(teacher, [X_teacher, _like(synthetic, X_teacher)])
+            targets1, targets2 = self._collect_targets(chunks, len(X_student), assignment, y, store)
+            targets1["weight"] = targets2["weight"] = weight.astype(np.float32)
+            self._train(teacher, X_student, n_real, targets1, targets2, rng, seed)
+        finally:
+            store.close()
+        # The split holds the validation rows and their targets: not needed once trained,
+        # and most of the student's pickled size.
+        self.net_.train_split = None
+        return self
+
+    def _train(self, teacher, X_student, n_real, targets1, targets2, rng, seed):
         valid_index = self._validation_rows(len(X_student), rng)
-        loc = X_student[:n_real].mean(axis=0)
-        scale = X_student[:n_real].std(axis=0)
-        scale[scale < 1e-12] = 1.0
+        loc, scale = self._scaling(X_student[:n_real])
         devices = [torch.device(self.device_).index or 0] if "cuda" in self.device_ else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
@@ -283,6 +339,8 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
                 tuple(self.head_layer_sizes),
                 self._n_outputs(teacher),
                 n_heads=1,
+                body=self._make_body(),
+                input_shape=self.input_shape_,
             )
             self.net_ = train_two_phase(
                 module,
@@ -305,11 +363,9 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
                 verbose=self.verbose,
                 callbacks=self.callbacks,
                 skorch_params=self.skorch_params,
+                precision=self.precision,
+                accelerator=self.accelerator,
             )
-        # The split holds the validation rows and their targets: not needed once trained,
-        # and most of the student's pickled size.
-        self.net_.train_split = None
-        return self
 
     def without_teacher(self):
         """Return a copy of the fitted student that no longer holds the ensemble.
@@ -353,14 +409,52 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         )
         return student
 
+    # -- teacher predictions and head targets --------------------------------
+
+    def _prediction_chunks(self, teacher, parts):
+        """Chunks ``(start, stop, predictions)`` over the rows of ``parts`` in turn."""
+        offset = 0
+        for rows in parts:
+            n = rows.shape[0]
+            if n == 0:
+                continue
+            if self.memory is None:
+                chunks = iter_member_predictions(teacher, rows, n_jobs=self.n_jobs)
+            else:
+                chunks = _cached_chunks(_check_memory(self.memory), teacher, rows, self.n_jobs)
+            for start, stop, chunk in chunks:
+                yield offset + start, offset + stop, chunk
+            offset += n
+
+    def _collect_targets(self, chunks, n_rows, assignment, y, store):
+        """Head targets of every row, built chunk by chunk into ``store``."""
+        self._prepare_targets(y)
+        targets = None
+        for start, stop, predictions in chunks:
+            parts = self._targets_chunk(
+                predictions, assignment, None if y is None else y[start:stop]
+            )
+            if targets is None:
+                targets = tuple(
+                    {k: store.empty((n_rows, *v.shape[1:]), v.dtype) for k, v in part.items()}
+                    for part in parts
+                )
+            for stored, part in zip(targets, parts, strict=True):
+                for key, value in part.items():
+                    stored[key][start:stop] = value
+        self._finish_targets(*targets, y)
+        return targets
+
+    def _prepare_targets(self, y):
+        """Hook run before the first chunk of targets."""
+
+    def _finish_targets(self, targets1, targets2, y):
+        """Hook run on the complete targets (in place)."""
+
     # -- helpers shared by fit and predict ------------------------------------
 
     def _classes_hint(self, y):
         return None
-
-    @staticmethod
-    def _concat_predictions(a, b):
-        return np.concatenate([a, b])
 
     def _assignment(self, member_weights):
         """Matrix (n_heads, n_members) of normalised member weights per head.
@@ -374,6 +468,100 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         assignment = np.zeros((h, m))
         assignment[np.arange(m) % h, np.arange(m)] = w
         return assignment
+
+    def _scaling(self, X):
+        """Location and scale of the input standardisation, per ``input_scaling``."""
+        mode = self.input_scaling
+        if mode == "auto":
+            mode = "feature" if X.ndim == 2 else "channel"
+        if mode is None:
+            return np.zeros((), np.float32), np.ones((), np.float32)
+        if mode == "feature":
+            axes = (0,)
+        elif mode == "channel":
+            axes = (0, *range(2, X.ndim))
+        else:
+            axes = tuple(range(X.ndim))
+        loc = X.mean(axis=axes, dtype=np.float64, keepdims=True)[0]
+        scale = X.std(axis=axes, dtype=np.float64, keepdims=True)[0]
+        scale[scale < 1e-12] = 1.0
+        return loc.astype(np.float32), scale.astype(np.float32)
+
+    def _make_body(self):
+        """A fresh custom body, or None for the MLP."""
+        body, params = self.body, self.body_params or {}
+        if body is None:
+            if params:
+                raise ValueError(
+                    f"body_params {sorted(params)} were given without a body class; they are "
+                    "constructor arguments of body=."
+                )
+            return None
+        if isinstance(body, type):
+            if not issubclass(body, torch.nn.Module):
+                raise TypeError(
+                    f"body must be a torch.nn.Module class or instance, got the class "
+                    f"{body.__name__}."
+                )
+            try:
+                return body(**params)
+            except TypeError as exc:
+                raise TypeError(
+                    f"Could not build the body {body.__name__}(**body_params) with "
+                    f"body_params={params!r}: {exc}"
+                ) from exc
+        if params:
+            raise ValueError(
+                f"body_params {sorted(params)} apply to a body class, but body is an "
+                f"instance of {type(body).__name__}; pass the class, or no body_params."
+            )
+        return copy.deepcopy(body)
+
+    def get_params(self, deep=True):
+        """Get parameters for this estimator.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of contained objects, and each entry of
+            ``body_params`` as ``body__<name>``.
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        params = super().get_params(deep=deep)
+        if deep and isinstance(self.body_params, dict):
+            for key, value in self.body_params.items():
+                params[f"body__{key}"] = value
+        return params
+
+    def set_params(self, **params):
+        """Set the parameters of this estimator.
+
+        ``body__<name>=value`` sets the entry ``name`` of ``body_params`` (a
+        constructor argument of the ``body`` class), so searches can tune it.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : estimator instance
+            Estimator instance.
+        """
+        body_args = {
+            k[len("body__") :]: params.pop(k) for k in list(params) if k.startswith("body__")
+        }
+        if body_args:
+            merged = params.pop("body_params", self.body_params)
+            merged = dict(merged) if isinstance(merged, dict) else {}
+            merged.update(body_args)
+            params["body_params"] = merged
+        return super().set_params(**params)
 
     def _batch_size(self, n_train):
         if self.batch_size != "auto":
@@ -393,7 +581,14 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
 
     def _validate_numeric(self, X, reset):
         try:
-            return validate_data(self, X, reset=reset, dtype=np.float32, ensure_min_samples=1)
+            return validate_data(
+                self,
+                X,
+                reset=reset,
+                dtype=np.float32,
+                ensure_min_samples=1,
+                allow_nd=self.body is not None,
+            )
         except (ValueError, TypeError) as exc:
             if isinstance(X, pd.DataFrame):
                 bad = [
@@ -413,7 +608,9 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         if sp.issparse(X_teacher):
             X_teacher = X_teacher.toarray()
         try:
-            return _writable(check_array(X_teacher, dtype=np.float32))
+            return _writable(
+                check_array(X_teacher, dtype=np.float32, allow_nd=self.body is not None)
+            )
         except ValueError as exc:
             raise ValueError(
                 f"The teacher's preprocessing must produce finite numbers for the student: {exc}"
@@ -424,7 +621,13 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         if self._teacher.preprocessor is not None:
             validate_data(self, X, reset=False, skip_check_array=True)
             return self._student_array(self._teacher.transform(X))
-        return _writable(self._validate_numeric(X, reset=False))
+        X = _writable(self._validate_numeric(X, reset=False))
+        if X.shape[1:] != self.input_shape_:
+            raise ValueError(
+                f"X has rows of shape {X.shape[1:]}, but the student was fitted on rows "
+                f"of shape {self.input_shape_}."
+            )
+        return X
 
     def _forward(self, X):
         """Raw head outputs, a CPU tensor of shape (n_samples, n_heads, n_outputs)."""

@@ -116,6 +116,9 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         body_layer_sizes=(256, 256),
         head_layer_sizes=(),
         n_heads=None,
+        body=None,
+        body_params=None,
+        input_scaling="auto",
         temperature=4.0,
         phase1_epochs=100,
         max_epochs=300,
@@ -133,11 +136,19 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         verbose=0,
         callbacks=None,
         skorch_params=None,
+        precision="float32",
+        accelerator=None,
+        memory_budget="2GB",
+        memory=None,
+        n_jobs=None,
     ):
         self.ensemble = ensemble
         self.body_layer_sizes = body_layer_sizes
         self.head_layer_sizes = head_layer_sizes
         self.n_heads = n_heads
+        self.body = body
+        self.body_params = body_params
+        self.input_scaling = input_scaling
         self.temperature = temperature
         self.phase1_epochs = phase1_epochs
         self.max_epochs = max_epochs
@@ -155,6 +166,11 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         self.verbose = verbose
         self.callbacks = callbacks
         self.skorch_params = skorch_params
+        self.precision = precision
+        self.accelerator = accelerator
+        self.memory_budget = memory_budget
+        self.memory = memory
+        self.n_jobs = n_jobs
 
     def predict(self, X):
         """Predict class labels: the most probable class of the heads' mean.
@@ -248,15 +264,23 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
                 f"classes are {teacher.classes_.tolist()}."
             )
 
-    def _build_targets(self, predictions, assignment, y):
-        self.classes_ = self._teacher.classes_
+    def _targets_chunk(self, predictions, assignment, y):
         members = predictions
         mean = np.einsum("nmc,m->nc", members, assignment.sum(axis=0))[:, None]
-        heads = np.einsum("nmc,hm->nhc", members, assignment / assignment.sum(1, keepdims=True))
+        if assignment.shape[0] == assignment.shape[1] and np.all(
+            assignment == np.diag(np.diag(assignment))
+        ):
+            heads = members  # one member per head: no mixing needed
+        else:
+            mixing = assignment / assignment.sum(1, keepdims=True)
+            heads = np.einsum("nmc,hm->nhc", members, mixing)
         return (
             {"target": _tempered(mean, self.temperature)},
             {"target": _tempered(heads, self.temperature)},
         )
+
+    def _finish_targets(self, targets1, targets2, y):
+        self.classes_ = self._teacher.classes_
 
     def _criterion(self):
         return TemperedKLLoss(self.temperature)

@@ -13,7 +13,30 @@ body_layer_sizes : tuple of int, default=(256, 256)
         Number of heads. ``None`` gives one head per member. With fewer heads
         than members, member ``m`` is assigned to head ``m % n_heads`` and each
         head imitates the (weighted) mixture of its members. ``n_heads=1`` is
-        plain knowledge distillation (no epistemic uncertainty)."""
+        plain knowledge distillation (no epistemic uncertainty).
+
+    body : torch.nn.Module class or instance, default=None
+        A custom shared body used instead of the MLP (``body_layer_sizes`` is
+        then ignored), e.g. a small CNN for images. A class is instantiated
+        with ``body_params`` at each fit (seeded by ``random_state``); an
+        instance is deep-copied and trained from its current weights. The body
+        maps the scaled input batch ``(N, ...)`` to features ``(N, ...)``,
+        flattened to ``(N, D)`` for the heads; ``D`` is inferred from one
+        forward pass. With a custom body ``X`` may have more than two
+        dimensions, e.g. images ``(n_samples, channels, height, width)``.
+
+    body_params : dict, default=None
+        Constructor arguments of a ``body`` class. Each is also a parameter
+        ``body__<name>`` of the estimator (``get_params`` / ``set_params``),
+        so ``GridSearchCV`` can search it, as with skorch's ``module__``.
+
+    input_scaling : {"auto", "feature", "channel", "global"} or None, default="auto"
+        Standardisation of the input inside the student, from the transfer
+        rows. ``"feature"``: every input value by its own mean and standard
+        deviation; ``"channel"``: one mean and standard deviation per index of
+        axis 1 (image channels); ``"global"``: one for all values; ``None``:
+        the input unchanged. ``"auto"`` is ``"feature"`` for 2-D ``X`` and
+        ``"channel"`` for ``X`` of more dimensions."""
 
 TRAINING = """\
 phase1_epochs : int, default=100
@@ -68,6 +91,40 @@ phase1_epochs : int, default=100
         ``"cuda:<index>"``. Asking for CUDA without a GPU is an error. The
         device used is recorded in ``device_``.
 
+    precision : {"float32", "bfloat16"}, default="float32"
+        Precision of the student's forward pass. ``"bfloat16"`` runs it under
+        :func:`torch.autocast` (mixed precision: weights, optimiser and losses
+        stay float32), which speeds up training on GPUs with bfloat16 units.
+
+    accelerator : accelerate.Accelerator, default=None
+        Train the student through Hugging Face Accelerate (skorch's
+        :class:`~skorch.hf.AccelerateMixin`), e.g. on several GPUs or nodes
+        with ``accelerate launch``: each process trains on its own share of
+        every epoch's rows. ``device`` is then ignored; the accelerator's
+        device is used.
+
+    memory_budget : int, str or None, default="2GB"
+        Bytes of RAM the ensemble's predictions and the heads' targets may
+        take during ``fit`` (an int, or a string such as ``"500MB"``,
+        ``"4GiB"``). They are computed in chunks of rows; beyond the budget
+        they are written to files in a temporary folder (under ``$TMPDIR``),
+        read batch by batch while training and deleted when ``fit`` ends.
+        ``None`` keeps everything in RAM.
+
+    memory : str or joblib.Memory, default=None
+        Cache of the ensemble's predictions (the convention of
+        :class:`~sklearn.pipeline.Pipeline`): a folder path or a
+        :class:`joblib.Memory`. A search over the student's parameters then
+        computes the teacher's predictions once per distinct ``X`` rather than
+        once per candidate. Synthetic rows are part of the key, so fix
+        ``random_state`` for cache hits with augmentation. Cached predictions
+        are held whole (memory-mapped when read back from a path).
+
+    n_jobs : int, default=None
+        Members predict in parallel over ``n_jobs`` joblib workers (threads,
+        or the backend set with :func:`joblib.parallel_config`, e.g. dask or
+        ray). ``None`` means 1, ``-1`` all processors.
+
     random_state : int, RandomState instance or None, default=None
         Seeds the augmentation, the validation split, the initialisation and
         the shuffling (an unfitted ensemble uses its own ``random_state``). The
@@ -97,6 +154,10 @@ ensemble_ : object
 
     n_features_in_ : int
         Number of features seen during ``fit``.
+
+    input_shape_ : tuple of int
+        Shape of one input row seen during ``fit`` (``(n_features,)`` for
+        tables, e.g. ``(channels, height, width)`` for images).
 
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of the features seen during ``fit``, when ``X`` has string

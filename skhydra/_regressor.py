@@ -31,6 +31,13 @@ def _group_moments(means, variances, assignment):
     return mean, second - mean**2
 
 
+def _map_rows(array, func, chunk=65536):
+    """``array[:] = func(array)`` one block of rows at a time (works on disk arrays)."""
+    for start in range(0, len(array), chunk):
+        stop = min(start + chunk, len(array))
+        array[start:stop] = func(array[start:stop].astype(np.float64))
+
+
 class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     """Distil an ensemble of regressors into one network that keeps its uncertainty.
 
@@ -112,6 +119,9 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         body_layer_sizes=(256, 256),
         head_layer_sizes=(),
         n_heads=None,
+        body=None,
+        body_params=None,
+        input_scaling="auto",
         phase1_epochs=100,
         max_epochs=300,
         lr=1e-3,
@@ -128,11 +138,19 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         verbose=0,
         callbacks=None,
         skorch_params=None,
+        precision="float32",
+        accelerator=None,
+        memory_budget="2GB",
+        memory=None,
+        n_jobs=None,
     ):
         self.ensemble = ensemble
         self.body_layer_sizes = body_layer_sizes
         self.head_layer_sizes = head_layer_sizes
         self.n_heads = n_heads
+        self.body = body
+        self.body_params = body_params
+        self.input_scaling = input_scaling
         self.phase1_epochs = phase1_epochs
         self.max_epochs = max_epochs
         self.lr = lr
@@ -149,6 +167,11 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         self.verbose = verbose
         self.callbacks = callbacks
         self.skorch_params = skorch_params
+        self.precision = precision
+        self.accelerator = accelerator
+        self.memory_budget = memory_budget
+        self.memory = memory
+        self.n_jobs = n_jobs
 
     def predict(self, X, return_std=False):
         """Predict the mean of the heads' mixture, optionally with its std.
@@ -251,8 +274,31 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     def _concat_predictions(a, b):
         return tuple(np.concatenate([p, q]) for p, q in zip(a, b, strict=False))
 
-    def _build_targets(self, predictions, assignment, y):
+    def _prepare_targets(self, y):
+        # Targets are stored shifted by about their mean, so float32 keeps their
+        # precision even when y is far from 0 relative to its spread.
+        self._y_shift = None if y is None else float(np.nanmean(y))
+
+    def _targets_chunk(self, predictions, assignment, y):
+        # In the units of y, shifted; _finish_targets standardises them.
         means, variances = predictions
+        if self._y_shift is None:
+            self._y_shift = float(np.mean(means @ assignment.sum(axis=0)))
+        shift = self._y_shift
+        y = np.full(len(means), np.nan) if y is None else np.asarray(y, dtype=np.float64)
+        targets = []
+        for a in (assignment.sum(axis=0, keepdims=True), assignment):
+            mean, var = _group_moments(means, variances, a)
+            targets.append(
+                {
+                    "mean": (mean - shift).astype(np.float32),
+                    "var": var.astype(np.float32),
+                    "y": (y - shift).astype(np.float32),
+                }
+            )
+        return targets[0], targets[1]
+
+    def _finish_targets(self, targets1, targets2, y):
         self._aleatoric_known = self._teacher.has_variance or y is not None
         if not self._aleatoric_known:
             warnings.warn(
@@ -262,23 +308,20 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
                 UserWarning,
                 stacklevel=4,
             )
-        reference = y[np.isfinite(y)] if y is not None else means @ assignment.sum(axis=0)
-        self._y_loc = float(np.mean(reference))
+        # The ensemble mean is phase 1's target mean.
+        shift = self._y_shift
+        if y is not None:
+            reference = y[np.isfinite(y)].astype(np.float64) - shift
+        else:
+            reference = targets1["mean"][:].ravel().astype(np.float64)
+        offset = float(np.mean(reference))
+        self._y_loc = shift + offset
         self._y_scale = float(np.std(reference)) or 1.0
-        m = (means - self._y_loc) / self._y_scale
-        v = variances / self._y_scale**2
-        y_std = np.full(len(m), np.nan) if y is None else (y - self._y_loc) / self._y_scale
-        targets = []
-        for a in (assignment.sum(axis=0, keepdims=True), assignment):
-            mean, var = _group_moments(m, v, a)
-            targets.append(
-                {
-                    "mean": mean.astype(np.float32),
-                    "var": var.astype(np.float32),
-                    "y": y_std.astype(np.float32),
-                }
-            )
-        return targets[0], targets[1]
+        scale = self._y_scale
+        for targets in (targets1, targets2):
+            _map_rows(targets["mean"], lambda a: (a - offset) / scale)
+            _map_rows(targets["var"], lambda a: a / scale**2)
+            _map_rows(targets["y"], lambda a: (a - offset) / scale)
 
     def _criterion(self):
         return GaussianDistillationLoss(MIN_VARIANCE)

@@ -3,63 +3,328 @@
 Phase 1 trains the body and a single head against the ensemble's mean
 (knowledge distillation, the "Hinton head"). Phase 2 copies that head into
 every head and trains body and heads, head ``h`` against its members.
+
+The data side is built for large transfer sets: a :class:`RowDataset` reads
+its rows through an index (train and validation rows are never copied out
+of the arrays, which may be disk-backed), and :class:`BatchIterator` slices
+whole batches, moves the data to a GPU once when it fits there or in large
+pinned blocks when it does not, and never goes back to the host per batch.
 """
 
+import contextlib
 import copy
+import math
 
 import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, ProgressBar
-from skorch.dataset import Dataset
 from skorch.helper import predefined_split
-from skorch.utils import multi_indexing
+from skorch.utils import is_dataset
 
-__all__ = ["BatchIterator", "DivergenceCheck", "train_two_phase"]
+__all__ = ["BatchIterator", "DivergenceCheck", "HydraNet", "RowDataset", "train_two_phase"]
+
+#: Fraction of the GPU's free memory the training data may take to be moved whole.
+DEVICE_DATA_FRACTION = 0.5
+
+#: Batches per host-to-device block when the data stays on the host.
+BLOCK_BATCHES = 64
 
 
-class BatchIterator:
-    """Mini-batches sliced from in-memory arrays, one indexing call per batch.
+def _take(array, rows):
+    return array[rows] if rows is not None else array[:]
 
-    A drop-in ``iterator_train`` / ``iterator_valid`` for skorch that avoids
-    the per-row ``__getitem__`` and collation of a ``DataLoader``.
+
+class RowDataset(torch.utils.data.Dataset):
+    """Rows of an input array and of a dict of target arrays, through an index.
 
     Parameters
     ----------
-    dataset : skorch.dataset.Dataset
-        Holds ``X`` (an array) and ``y`` (an array or a dict of arrays).
+    X : ndarray of shape (n_samples, ...)
+        Student inputs, float32.
+    y : dict of array-like, default=None
+        Per-row targets (ndarrays or :class:`skhydra._storage.DiskArray`).
+    rows : ndarray of int, default=None
+        Sorted row numbers this dataset holds; None holds every row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._training import RowDataset
+    >>> ds = RowDataset(np.zeros((5, 2), np.float32), {"t": np.arange(5.0)}, rows=np.array([1, 3]))
+    >>> len(ds), ds.take(np.array([1]))[1]["t"]
+    (2, array([3.]))
+    """
+
+    def __init__(self, X, y=None, rows=None):
+        self.X = X
+        self.y = y
+        self.rows = rows
+        self._device_copy = None
+
+    def __len__(self):
+        return len(self.X) if self.rows is None else len(self.rows)
+
+    def __getitem__(self, i):
+        X, y = self.take(np.array([i]))
+        return X[0], None if y is None else {k: v[0] for k, v in y.items()}
+
+    def _global(self, index):
+        if self.rows is None:
+            return index
+        return self.rows if index is None else self.rows[index]
+
+    def take(self, index=None):
+        """Inputs and targets of positions ``index`` (sorted; None = all)."""
+        rows = self._global(index)
+        X = _take(self.X, rows)
+        y = None if self.y is None else {k: _take(v, rows) for k, v in self.y.items()}
+        return X, y
+
+    @property
+    def nbytes(self):
+        """Bytes of this dataset's rows (inputs and targets)."""
+        per_row = self.X[:1].nbytes + sum(v[:1].nbytes for v in (self.y or {}).values())
+        return per_row * len(self)
+
+    def on_device(self, device):
+        """All rows as tensors on ``device``, moved once and kept for later epochs."""
+        if self._device_copy is None or self._device_copy[0] != device:
+            X, y = self.take()
+            tensors = (
+                torch.as_tensor(X).to(device),
+                None if y is None else {k: torch.as_tensor(v).to(device) for k, v in y.items()},
+            )
+            self._device_copy = (device, tensors)
+        return self._device_copy[1]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_device_copy"] = None
+        return state
+
+
+def _index_tensors(X, y, index):
+    return X[index], None if y is None else {k: v[index] for k, v in y.items()}
+
+
+def _to_device(X, y, device, pin):
+    def move(a):
+        t = torch.as_tensor(a)
+        if pin:
+            t = t.pin_memory()
+        return t.to(device, non_blocking=pin)
+
+    return move(X), None if y is None else {k: move(v) for k, v in y.items()}
+
+
+class BatchIterator:
+    """Mini-batches of a :class:`RowDataset`, one indexing call per batch.
+
+    A drop-in ``iterator_train`` / ``iterator_valid`` for skorch that avoids
+    the per-row ``__getitem__`` and collation of a ``DataLoader``. On the CPU
+    it yields arrays. On a GPU it yields tensors already there: the whole
+    dataset is moved once when it takes less than half of the free GPU
+    memory; otherwise blocks of ``BLOCK_BATCHES`` batches are gathered on the
+    host, pinned, and copied asynchronously, then cut into batches on the GPU.
+
+    Parameters
+    ----------
+    dataset : RowDataset
+        The rows to iterate over.
     batch_size : int
         Rows per batch.
     shuffle : bool, default=False
         Draw a new permutation each epoch.
     generator : torch.Generator, default=None
-        Source of the permutations, for reproducibility.
+        Source of the permutations, for reproducibility (a CPU generator).
+    device : str or torch.device, default=None
+        Where the batches go; None or a CPU device yields numpy arrays.
+    shard : tuple of (int, int), default=(0, 1)
+        ``(index, count)``: yield only the ``index``-th of ``count`` equal
+        shares of each epoch's rows (data-parallel training, one share per
+        process).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._training import BatchIterator, RowDataset
+    >>> ds = RowDataset(np.arange(10.0).reshape(5, 2), {"t": np.arange(5.0)})
+    >>> [len(X) for X, _ in BatchIterator(ds, batch_size=2)]
+    [2, 2, 1]
     """
 
-    def __init__(self, dataset, batch_size, shuffle=False, generator=None):
+    def __init__(
+        self, dataset, batch_size, shuffle=False, generator=None, device=None, shard=(0, 1)
+    ):
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        self.device = device
+        self.shard = shard
+
+    def _n_rows(self):
+        n = len(self.dataset)
+        index, count = self.shard
+        return n if count == 1 else math.ceil(n / count)
 
     def __len__(self):
+        return (self._n_rows() + self.batch_size - 1) // self.batch_size
+
+    def _order(self):
         n = len(self.dataset)
-        return (n + self.batch_size - 1) // self.batch_size
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        index, count = self.shard
+        if count > 1:
+            # Pad by wrapping so every share has the same number of rows.
+            base = order if order is not None else torch.arange(n)
+            per_share = math.ceil(n / count)
+            base = base.repeat(math.ceil(per_share * count / max(n, 1)) + 1)[: per_share * count]
+            order = base[index::count]
+        return order
 
     def __iter__(self):
-        n = len(self.dataset)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).numpy()
+        device = None if self.device is None else torch.device(self.device)
+        order = self._order()
+        if device is None or device.type == "cpu":
+            yield from self._host_batches(order)
+        elif self.dataset.nbytes <= DEVICE_DATA_FRACTION * _free_memory(device):
+            yield from self._resident_batches(order, device)
         else:
-            order = None
+            yield from self._block_batches(order, device)
+
+    def _host_batches(self, order):
+        n = len(self.dataset) if order is None else len(order)
         for start in range(0, n, self.batch_size):
             if order is None:
-                index = slice(start, start + self.batch_size)
+                index = np.arange(start, min(start + self.batch_size, n))
             else:
-                index = np.sort(order[start : start + self.batch_size])
-            X = multi_indexing(self.dataset.X, index)
-            y = None if self.dataset.y is None else multi_indexing(self.dataset.y, index)
-            yield X, y
+                index = np.sort(order[start : start + self.batch_size].numpy())
+            yield self.dataset.take(index)
+
+    def _resident_batches(self, order, device):
+        X, y = self.dataset.on_device(device)
+        n = len(X) if order is None else len(order)
+        order = None if order is None else order.to(device)
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield _index_tensors(X, y, slice(start, start + self.batch_size))
+            else:
+                yield _index_tensors(X, y, order[start : start + self.batch_size])
+
+    def _block_batches(self, order, device):
+        n = len(self.dataset) if order is None else len(order)
+        block = self.batch_size * BLOCK_BATCHES
+        for start in range(0, n, block):
+            if order is None:
+                index = np.arange(start, min(start + block, n))
+                inner = None
+            else:
+                # Read the block's rows in file order; shuffle them on the GPU.
+                index = np.sort(order[start : start + block].numpy())
+                inner = torch.randperm(len(index), generator=self.generator).to(device)
+            X, y = _to_device(*self.dataset.take(index), device, pin=True)
+            for s in range(0, len(index), self.batch_size):
+                part = (
+                    slice(s, s + self.batch_size)
+                    if inner is None
+                    else inner[s : s + self.batch_size]
+                )
+                yield _index_tensors(X, y, part)
+
+
+def _free_memory(device):
+    free, _ = torch.cuda.mem_get_info(device)
+    return free
+
+
+class HydraNet(NeuralNet):
+    """skorch ``NeuralNet`` with Hydra's data path and optional bfloat16 autocast.
+
+    * arrays (and :class:`RowDataset`) go through :class:`BatchIterator`,
+      which puts batches on the net's device itself;
+    * the batch losses of an epoch stay on the device and are read back once
+      at its end, so a GPU epoch has no per-batch host synchronisation;
+    * ``precision="bfloat16"`` runs the forward pass under
+      :func:`torch.autocast` (weights, optimiser state and losses stay float32).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        As for :class:`skorch.NeuralNet`.
+    precision : {"float32", "bfloat16"}, default="float32"
+        Precision of the forward pass.
+    """
+
+    def __init__(self, *args, precision="float32", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precision = precision
+
+    def _batch_device(self):
+        accelerator = getattr(self, "accelerator", None)
+        return accelerator.device if accelerator is not None else self.device
+
+    def get_dataset(self, X, y=None):
+        if is_dataset(X):
+            return X
+        return RowDataset(X, y)
+
+    def get_iterator(self, dataset, training=False):
+        iterator = super().get_iterator(dataset, training=training)
+        if isinstance(iterator, BatchIterator):
+            iterator.device = self._batch_device()
+            accelerator = getattr(self, "accelerator", None)
+            if training and accelerator is not None and accelerator.num_processes > 1:
+                iterator.shard = (accelerator.process_index, accelerator.num_processes)
+        return iterator
+
+    def _autocast(self):
+        if self.precision != "bfloat16":
+            return contextlib.nullcontext()
+        device = self._batch_device()
+        device_type = torch.device(device if device is not None else "cpu").type
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+
+    def infer(self, x, **fit_params):
+        if self.precision != "bfloat16":
+            return super().infer(x, **fit_params)
+        with self._autocast():
+            out = super().infer(x, **fit_params)
+        return out.float()
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if iterator is None:
+            return
+        losses = []
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            losses.append(step["loss"].detach().float())
+            self.history.record_batch(prefix + "_batch_size", len(batch[0]))
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+        if losses:
+            # One device-to-host copy per epoch instead of one per batch.
+            values = torch.stack(losses).cpu().tolist()
+            for record, value in zip(
+                self.history[-1]["batches"][-len(values) :], values, strict=True
+            ):
+                record[prefix + "_loss"] = value
+        self.history.record(prefix + "_batch_count", len(losses))
+
+
+def _accelerated_net_class():
+    from skorch.hf import AccelerateMixin
+
+    class AcceleratedHydraNet(AccelerateMixin, HydraNet):
+        """:class:`HydraNet` trained through Hugging Face Accelerate."""
+
+        def evaluation_step(self, batch, training=False):
+            # Every process evaluates all validation rows (only training
+            # batches are sharded), so there is nothing to gather.
+            return HydraNet.evaluation_step(self, batch, training=training)
+
+    return AcceleratedHydraNet
 
 
 class DivergenceCheck(Callback):
@@ -76,10 +341,6 @@ class DivergenceCheck(Callback):
                 f"{len(net.history)} of phase {self.phase}. Lower lr, raise "
                 "weight_decay, or check the ensemble's predictions for NaN or inf."
             )
-
-
-def _subset(targets, index):
-    return {key: value[index] for key, value in targets.items()}
 
 
 def train_two_phase(
@@ -102,6 +363,8 @@ def train_two_phase(
     verbose,
     callbacks,
     skorch_params,
+    precision="float32",
+    accelerator=None,
 ):
     """Train ``module`` through Hydra's two phases and return the skorch net.
 
@@ -111,10 +374,11 @@ def train_two_phase(
         A module with one head.
     criterion : torch.nn.Module
         Loss taking ``(y_pred, y_true_dict)``.
-    X : ndarray of shape (n_samples, n_features), float32
+    X : ndarray of shape (n_samples, ...), float32
         Transfer set.
-    targets_phase1, targets_phase2 : dict of ndarray
-        Per-row teacher targets for the single head and for all heads.
+    targets_phase1, targets_phase2 : dict of array-like
+        Per-row teacher targets for the single head and for all heads
+        (ndarrays or disk-backed arrays, read batch by batch).
     n_heads : int
         Heads of phase 2.
     phase1_epochs, phase2_epochs : int
@@ -130,24 +394,31 @@ def train_two_phase(
         Seeds the shuffling; the caller seeds the initialisation.
     skorch_params : dict
         Extra ``NeuralNet`` parameters.
+    precision : {"float32", "bfloat16"}
+        Precision of the forward pass.
+    accelerator : accelerate.Accelerator, default=None
+        Train through skorch's ``AccelerateMixin`` (``device`` is then the
+        accelerator's).
 
     Returns
     -------
-    skorch.NeuralNet
+    HydraNet
         The initialised, trained net holding ``module``.
     """
     generator = torch.Generator().manual_seed(seed)
+    if valid_index is None:
+        train_rows, valid_rows = None, None
+    else:
+        train_rows, valid_rows = np.flatnonzero(~valid_index), np.flatnonzero(valid_index)
 
-    def split(targets):
-        if valid_index is None:
-            return X, targets, None
-        train, valid = ~valid_index, valid_index
-        valid_ds = Dataset(X[valid], _subset(targets, valid))
-        return X[train], _subset(targets, train), predefined_split(valid_ds)
+    def datasets(targets):
+        train = RowDataset(X, targets, train_rows)
+        split = None if valid_rows is None else predefined_split(RowDataset(X, targets, valid_rows))
+        return train, split
 
     def phase_callbacks(phase):
         extra = [(f"divergence_{phase}", DivergenceCheck(phase))]
-        if valid_index is not None:
+        if valid_rows is not None:
             stopper = EarlyStopping(patience=n_iter_no_change, load_best=True, sink=print)
             extra.append(("early_stopping", stopper))
         if verbose > 1:
@@ -163,17 +434,23 @@ def train_two_phase(
         "iterator_train__shuffle": True,
         "iterator_train__generator": generator,
         "iterator_valid__batch_size": max(batch_size, 4096),
+        "precision": precision,
     }
     params.update(skorch_params or {})
-    X1, y1, split1 = split(targets_phase1)
-    net = NeuralNet(
+    if accelerator is not None:
+        net_class = _accelerated_net_class()
+        params.update(accelerator=accelerator, device=None)
+    else:
+        net_class = HydraNet
+        params["device"] = device
+    train1, split1 = datasets(targets_phase1)
+    net = net_class(
         module=module,
         criterion=criterion,
         lr=lr,
         batch_size=batch_size,
         max_epochs=phase1_epochs,
         train_split=split1,
-        device=device,
         verbose=verbose,
         callbacks=phase_callbacks(1) + user_callbacks,
         **params,
@@ -182,16 +459,22 @@ def train_two_phase(
     if phase1_epochs > 0:
         if verbose:
             print("Phase 1: body and one head against the ensemble mean")
-        net.partial_fit(X1, y1, epochs=phase1_epochs)
+        net.partial_fit(train1, None, epochs=phase1_epochs)
+    if accelerator is not None and net._wrapped_with_accelerator:
+        net._unwrap_accelerator()
     if n_heads > 1:
         net.module_.expand_heads(n_heads)
     if phase2_epochs > 0:
         net.callbacks = phase_callbacks(2) + user_callbacks
         net.initialize_callbacks()
         net.initialize_optimizer()
-        X2, y2, split2 = split(targets_phase2)
+        if accelerator is not None:
+            net._initialize_accelerator()
+        train2, split2 = datasets(targets_phase2)
         net.train_split = split2
         if verbose:
             print(f"Phase 2: body and {n_heads} heads, each against its members")
-        net.partial_fit(X2, y2, epochs=phase2_epochs)
+        net.partial_fit(train2, None, epochs=phase2_epochs)
+    if accelerator is not None and net._wrapped_with_accelerator:
+        net._unwrap_accelerator()
     return net

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from numbers import Integral
 
 import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
@@ -35,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 __all__ = [
     "Teacher",
     "fit_teacher",
+    "iter_member_predictions",
     "predict_members",
     "predict_transformed",
     "resolve_teacher",
@@ -540,9 +542,9 @@ def _torch_predict(module, X):
     return out.detach().float().cpu().numpy()
 
 
-def _predict_chunk_classifier(teacher, X_chunk, X_array, out):
+def _predict_chunk_classifier(members, first, X_chunk, X_array, out):
     n_classes = out.shape[-1]
-    for j, member in enumerate(teacher.members):
+    for j, member in enumerate(members, start=first):
         Xm = _member_input(member, X_chunk, X_array)
         if member.kind == "torch":
             logits = _torch_predict(member.model, Xm)
@@ -553,19 +555,19 @@ def _predict_chunk_classifier(teacher, X_chunk, X_array, out):
                 )
             logits = logits - logits.max(axis=1, keepdims=True)
             p = np.exp(logits)
-            out[:, j] = p / p.sum(axis=1, keepdims=True)
+            out[:, j - first] = p / p.sum(axis=1, keepdims=True)
         elif member.kind == "proba":
-            out[:, j] = 0.0
-            out[:, j, member.columns] = member.model.predict_proba(Xm)
+            out[:, j - first] = 0.0
+            out[:, j - first, member.columns] = member.model.predict_proba(Xm)
         else:
             labels = np.asarray(member.model.predict(Xm))
             index = member.columns[np.searchsorted(np.asarray(member.model.classes_), labels)]
-            out[:, j] = 0.0
-            out[np.arange(len(index)), j, index] = 1.0
+            out[:, j - first] = 0.0
+            out[np.arange(len(index)), j - first, index] = 1.0
 
 
-def _predict_chunk_regressor(teacher, X_chunk, X_array, means, variances):
-    for j, member in enumerate(teacher.members):
+def _predict_chunk_regressor(teacher, members, first, X_chunk, X_array, means, variances):
+    for j, member in enumerate(members, start=first):
         Xm = _member_input(member, X_chunk, X_array)
         if member.kind == "torch":
             out = _torch_predict(member.model, Xm).reshape(len(Xm), -1)
@@ -575,7 +577,7 @@ def _predict_chunk_regressor(teacher, X_chunk, X_array, means, variances):
                     "torch regressor member must return the mean, shape (n,) or (n, 1), "
                     "or the mean and the variance, shape (n, 2)."
                 )
-            means[:, j] = out[:, 0]
+            means[:, j - first] = out[:, 0]
             if out.shape[1] == 2:
                 if np.any(~(out[:, 1] > 0)):
                     raise ValueError(
@@ -583,13 +585,13 @@ def _predict_chunk_regressor(teacher, X_chunk, X_array, means, variances):
                         "must be the variance. If the module outputs a log-variance, "
                         "wrap it to return exp(log_variance)."
                     )
-                variances[:, j] = out[:, 1]
+                variances[:, j - first] = out[:, 1]
         elif member.kind == "gaussian":
             mean, std = member.model.predict(Xm, return_std=True)
-            means[:, j] = np.ravel(mean)
-            variances[:, j] = np.ravel(std) ** 2
+            means[:, j - first] = np.ravel(mean)
+            variances[:, j - first] = np.ravel(std) ** 2
         else:
-            means[:, j] = np.ravel(member.model.predict(Xm))
+            means[:, j - first] = np.ravel(member.model.predict(Xm))
 
 
 def _torch_output_width(teacher, X):
@@ -597,7 +599,7 @@ def _torch_output_width(teacher, X):
     return out.reshape(1, -1).shape[1]
 
 
-def predict_members(ensemble, X, *, task=None, classes=None, batch_size=None):
+def predict_members(ensemble, X, *, task=None, classes=None, batch_size=None, n_jobs=None):
     """Every member's prediction of a supported ensemble, in the students' layout.
 
     Parameters
@@ -613,6 +615,10 @@ def predict_members(ensemble, X, *, task=None, classes=None, batch_size=None):
         Class labels of a torch classifier ensemble (see :func:`resolve_teacher`).
     batch_size : int, default=None
         Rows per chunk; ``None`` uses ``DEFAULT_BATCH_SIZE``.
+    n_jobs : int, default=None
+        Members predict in parallel over ``n_jobs`` joblib workers (threads
+        by default; the active :func:`joblib.parallel_config` backend, e.g.
+        dask or ray, when one is set). ``None`` means 1, ``-1`` all cores.
 
     Returns
     -------
@@ -634,10 +640,10 @@ def predict_members(ensemble, X, *, task=None, classes=None, batch_size=None):
     (150, 5, 3)
     """
     teacher = resolve_teacher(ensemble, task, classes)
-    return predict_transformed(teacher, teacher.transform(X), batch_size)
+    return predict_transformed(teacher, teacher.transform(X), batch_size, n_jobs=n_jobs)
 
 
-def predict_transformed(teacher, X, batch_size=None):
+def predict_transformed(teacher, X, batch_size=None, *, n_jobs=None):
     """:func:`predict_members` for rows already through ``teacher.preprocessor``.
 
     Parameters
@@ -648,6 +654,8 @@ def predict_transformed(teacher, X, batch_size=None):
         Rows as the members take them, i.e. ``teacher.transform(rows)``.
     batch_size : int, default=None
         Rows per chunk; ``None`` uses ``DEFAULT_BATCH_SIZE``.
+    n_jobs : int, default=None
+        Parallel workers over members, see :func:`predict_members`.
 
     Returns
     -------
@@ -667,30 +675,106 @@ def predict_transformed(teacher, X, batch_size=None):
     >>> bool((direct == predict_members(pipe, X)).all())
     True
     """
+    chunks = iter_member_predictions(teacher, X, batch_size, n_jobs=n_jobs)
+    if teacher.is_classifier:
+        out = np.empty((X.shape[0], teacher.n_members, 0), np.float32)
+        for start, stop, chunk in chunks:
+            if out.shape[2] != chunk.shape[2]:
+                out = np.empty((X.shape[0], *chunk.shape[1:]), np.float32)
+            out[start:stop] = chunk
+        return out
+    means = np.empty((X.shape[0], teacher.n_members))
+    variances = np.full((X.shape[0], teacher.n_members), np.nan)
+    for start, stop, (m, v) in chunks:
+        means[start:stop], variances[start:stop] = m, v
+    return means, variances
+
+
+def _member_groups(n_members, n_jobs):
+    n_groups = min(n_members, effective_n_jobs(n_jobs))
+    bounds = np.linspace(0, n_members, n_groups + 1).round().astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def _predict_group(teacher, first, stop, X_chunk, X_array, n_classes):
+    members = teacher.members[first:stop]
+    n = X_chunk.shape[0]
+    if teacher.is_classifier:
+        out = np.empty((n, len(members), n_classes), np.float32)
+        _predict_chunk_classifier(members, first, X_chunk, X_array, out)
+        return out
+    means = np.empty((n, len(members)))
+    variances = np.full((n, len(members)), np.nan)
+    _predict_chunk_regressor(teacher, members, first, X_chunk, X_array, means, variances)
+    return means, variances
+
+
+def iter_member_predictions(teacher, X, batch_size=None, *, n_jobs=None):
+    """Every member's predictions, one chunk of rows at a time.
+
+    The building block of :func:`predict_transformed` for callers that store
+    the predictions themselves (the students write them to a memory-bounded
+    store): at most one chunk of predictions is in memory at a time.
+
+    Parameters
+    ----------
+    teacher : Teacher
+        A resolved teacher (:func:`resolve_teacher`).
+    X : array-like or DataFrame of shape (n_samples, n_features)
+        Rows as the members take them, i.e. ``teacher.transform(rows)``.
+    batch_size : int, default=None
+        Rows per chunk; ``None`` uses ``DEFAULT_BATCH_SIZE``.
+    n_jobs : int, default=None
+        Parallel workers over members, see :func:`predict_members`.
+
+    Yields
+    ------
+    start, stop : int
+        The chunk's rows, ``X[start:stop]``.
+    predictions : ndarray or tuple of ndarray
+        The chunk's predictions in the layout of :func:`predict_members`.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from skhydra.ensembles import iter_member_predictions, resolve_teacher
+    >>> X, y = load_iris(return_X_y=True)
+    >>> forest = RandomForestClassifier(n_estimators=4, random_state=0).fit(X, y)
+    >>> teacher = resolve_teacher(forest)
+    >>> [(a, b, p.shape) for a, b, p in iter_member_predictions(teacher, X, batch_size=100)]
+    [(0, 100, (100, 4, 3)), (100, 150, (50, 4, 3))]
+    """
     n_samples = X.shape[0]
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if not isinstance(batch_size, Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     kinds = {m.kind for m in teacher.members}
+    n_classes = None
     if teacher.is_classifier:
         if teacher.classes_ is None:
-            n_classes = _torch_output_width(teacher, X)
-            teacher.classes_ = np.arange(n_classes)
-        out = np.empty((n_samples, teacher.n_members, len(teacher.classes_)), np.float32)
-    else:
-        if "torch" in kinds and teacher._torch_outputs is None:
-            teacher._torch_outputs = _torch_output_width(teacher, X)
-        means = np.empty((n_samples, teacher.n_members))
-        variances = np.full((n_samples, teacher.n_members), np.nan)
+            teacher.classes_ = np.arange(_torch_output_width(teacher, X))
+        n_classes = len(teacher.classes_)
+    elif "torch" in kinds and teacher._torch_outputs is None:
+        teacher._torch_outputs = _torch_output_width(teacher, X)
     needs_array = any(m.as_array for m in teacher.members)
+    groups = _member_groups(teacher.n_members, n_jobs)
+    parallel = Parallel(n_jobs=len(groups), prefer="threads") if len(groups) > 1 else None
     for start in range(0, n_samples, batch_size):
         stop = min(start + batch_size, n_samples)
         X_chunk = _slice_rows(X, start, stop)
         X_array = np.asarray(X_chunk) if needs_array else None
-        if teacher.is_classifier:
-            _predict_chunk_classifier(teacher, X_chunk, X_array, out[start:stop])
-        else:
-            _predict_chunk_regressor(
-                teacher, X_chunk, X_array, means[start:stop], variances[start:stop]
+        if parallel is None:
+            yield (
+                start,
+                stop,
+                _predict_group(teacher, 0, teacher.n_members, X_chunk, X_array, n_classes),
             )
-    return out if teacher.is_classifier else (means, variances)
+            continue
+        parts = parallel(
+            delayed(_predict_group)(teacher, a, b, X_chunk, X_array, n_classes) for a, b in groups
+        )
+        if teacher.is_classifier:
+            yield start, stop, np.concatenate(parts, axis=1)
+        else:
+            yield start, stop, tuple(np.concatenate(p, axis=1) for p in zip(*parts, strict=True))

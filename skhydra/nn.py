@@ -16,9 +16,11 @@ class Standardize(nn.Module):
 
     Parameters
     ----------
-    loc, scale : torch.Tensor of shape (D,)
-        Per-feature location and scale. Zero scales must be replaced by the
-        caller (the estimators use 1 for constant features).
+    loc, scale : torch.Tensor
+        Location and scale broadcastable against one input row: shape (D,)
+        per feature, (C, 1, 1) per channel of images (C, H, W), or () for a
+        single value. Zero scales must be replaced by the caller (the
+        estimators use 1 for constant inputs).
 
     Examples
     --------
@@ -34,7 +36,7 @@ class Standardize(nn.Module):
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
 
     def forward(self, x):
-        """Scale ``x`` of shape (N, D)."""
+        """Scale ``x`` of shape (N, ...)."""
         return (x - self.loc) / self.scale
 
 
@@ -139,15 +141,16 @@ class HydraHeads(nn.Module):
 
 
 class HydraModule(nn.Module):
-    """Shared MLP body followed by batched heads.
+    """Input scaling, a shared body and batched heads.
 
     Parameters
     ----------
-    loc, scale : array-like of shape (D,)
-        Input standardisation applied inside the module.
+    loc, scale : array-like
+        Input standardisation applied inside the module, broadcastable
+        against one input row (see :class:`Standardize`).
     body_layer_sizes : tuple of int
-        Hidden widths of the shared body; ``()`` feeds the scaled input to
-        the heads directly.
+        Hidden widths of the default MLP body; ``()`` feeds the scaled input
+        to the heads directly. Ignored when ``body`` is given.
     head_layer_sizes : tuple of int
         Hidden widths inside each head.
     n_outputs : int
@@ -155,7 +158,14 @@ class HydraModule(nn.Module):
     n_heads : int, default=1
         Number of heads at construction (phase 1 uses one).
     dropout : float, default=0.0
-        Dropout after each body layer.
+        Dropout after each layer of the MLP body.
+    body : torch.nn.Module, default=None
+        A custom shared body mapping scaled inputs (N, ...) to features
+        (N, ...), flattened to (N, D) for the heads; ``D`` is found with one
+        forward pass of two zero rows (in eval mode, so lazy layers are
+        initialised then).
+    input_shape : tuple of int, default=None
+        Shape of one input row; ``None`` means ``(len(loc),)``.
 
     Examples
     --------
@@ -164,6 +174,16 @@ class HydraModule(nn.Module):
     >>> module = HydraModule(torch.zeros(4), torch.ones(4), (16,), (), 3, n_heads=5)
     >>> module(torch.randn(8, 4)).shape
     torch.Size([8, 5, 3])
+
+    A convolutional body for 8x8 images with one channel:
+
+    >>> cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
+    >>> module = HydraModule(
+    ...     torch.zeros(1, 1, 1), torch.ones(1, 1, 1), (), (), 10, n_heads=3,
+    ...     body=cnn, input_shape=(1, 8, 8),
+    ... )
+    >>> module(torch.randn(2, 1, 8, 8)).shape
+    torch.Size([2, 3, 10])
     """
 
     def __init__(
@@ -175,17 +195,25 @@ class HydraModule(nn.Module):
         n_outputs,
         n_heads=1,
         dropout=0.0,
+        body=None,
+        input_shape=None,
     ):
         super().__init__()
         self.scaler = Standardize(loc, scale)
-        layers = []
-        width = len(self.scaler.loc)
-        for size in body_layer_sizes:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = size
-        self.body = nn.Sequential(*layers)
+        if input_shape is None:
+            input_shape = (len(self.scaler.loc),)
+        if body is None:
+            layers = []
+            width = input_shape[0]
+            for size in body_layer_sizes:
+                layers += [nn.Linear(width, size), nn.ReLU()]
+                if dropout > 0:
+                    layers.append(nn.Dropout(dropout))
+                width = size
+            self.body = nn.Sequential(*layers)
+        else:
+            self.body = body
+            width = _output_width(body, tuple(input_shape))
         self.heads = HydraHeads(n_heads, width, tuple(head_layer_sizes), n_outputs)
 
     @property
@@ -193,12 +221,35 @@ class HydraModule(nn.Module):
         return self.heads.n_heads
 
     def forward(self, x):
-        """Map inputs (N, D) to raw head outputs (N, H, n_outputs)."""
-        return self.heads(self.body(self.scaler(x)))
+        """Map inputs (N, ...) to raw head outputs (N, H, n_outputs)."""
+        return self.heads(self.body(self.scaler(x)).flatten(1))
 
     def expand_heads(self, n_heads):
         """Copy the single phase-1 head into ``n_heads`` heads."""
         self.heads.expand(n_heads)
+
+
+def _output_width(body, input_shape):
+    """Width of ``body``'s flattened output for rows of ``input_shape``."""
+    was_training = body.training
+    body.eval()
+    try:
+        with torch.no_grad():
+            out = body(torch.zeros((2, *input_shape)))
+    except Exception as exc:
+        raise ValueError(
+            f"The body {type(body).__name__} failed on a batch of shape "
+            f"{(2, *input_shape)} (two rows shaped like X's): {exc}"
+        ) from exc
+    finally:
+        body.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != 2:
+        raise ValueError(
+            f"The body {type(body).__name__} must return a tensor with one row per "
+            f"input row; for 2 rows of shape {input_shape} it returned "
+            f"{getattr(out, 'shape', type(out).__name__)}."
+        )
+    return int(out[0].numel())
 
 
 def gaussian_parameters(output, min_variance):
