@@ -20,9 +20,17 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 from skorch.helper import predefined_split
+from skorch.hf import AccelerateMixin
 from skorch.utils import is_dataset
 
-__all__ = ["BatchIterator", "DivergenceCheck", "HydraNet", "RowDataset", "train_two_phase"]
+__all__ = [
+    "AcceleratedHydraNet",
+    "BatchIterator",
+    "DivergenceCheck",
+    "HydraNet",
+    "RowDataset",
+    "train_two_phase",
+]
 
 #: Fraction of the GPU's free memory the training data may take to be moved whole.
 DEVICE_DATA_FRACTION = 0.5
@@ -313,18 +321,29 @@ class HydraNet(NeuralNet):
         self.history.record(prefix + "_batch_count", len(losses))
 
 
-def _accelerated_net_class():
-    from skorch.hf import AccelerateMixin
+class AcceleratedHydraNet(AccelerateMixin, HydraNet):
+    """:class:`HydraNet` trained through Hugging Face Accelerate.
 
-    class AcceleratedHydraNet(AccelerateMixin, HydraNet):
-        """:class:`HydraNet` trained through Hugging Face Accelerate."""
+    Only training batches are sharded across processes; every process
+    evaluates all validation rows, so nothing is gathered. After training,
+    :func:`train_two_phase` turns the net back into a plain :class:`HydraNet`
+    on the accelerator's device, which pickles and predicts anywhere.
+    """
 
-        def evaluation_step(self, batch, training=False):
-            # Every process evaluates all validation rows (only training
-            # batches are sharded), so there is nothing to gather.
-            return HydraNet.evaluation_step(self, batch, training=training)
+    def evaluation_step(self, batch, training=False):
+        return HydraNet.evaluation_step(self, batch, training=training)
 
-    return AcceleratedHydraNet
+
+def _silent(*args, **kwargs):
+    """A print sink that prints nothing (verbose=0 under Accelerate)."""
+
+
+def _detach_accelerator(net, accelerator):
+    net.__class__ = HydraNet
+    net.device = str(accelerator.device)
+    for name in ("accelerator", "unwrap_after_train", "_wrapped_with_accelerator"):
+        net.__dict__.pop(name, None)
+    return net
 
 
 class DivergenceCheck(Callback):
@@ -438,8 +457,9 @@ def train_two_phase(
     }
     params.update(skorch_params or {})
     if accelerator is not None:
-        net_class = _accelerated_net_class()
-        params.update(accelerator=accelerator, device=None)
+        net_class = AcceleratedHydraNet
+        sink = getattr(accelerator, "print", print) if verbose else _silent
+        params.update(accelerator=accelerator, device=None, callbacks__print_log__sink=sink)
     else:
         net_class = HydraNet
         params["device"] = device
@@ -475,6 +495,7 @@ def train_two_phase(
         if verbose:
             print(f"Phase 2: body and {n_heads} heads, each against its members")
         net.partial_fit(train2, None, epochs=phase2_epochs)
-    if accelerator is not None and net._wrapped_with_accelerator:
+    if accelerator is not None:
         net._unwrap_accelerator()
+        net = _detach_accelerator(net, accelerator)
     return net
