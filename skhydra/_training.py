@@ -96,20 +96,38 @@ class RowDataset(torch.utils.data.Dataset):
         return per_row * len(self)
 
     def on_device(self, device):
-        """All rows as tensors on ``device``, moved once and kept for later epochs."""
+        """All rows as tensors on ``device``, moved once and kept for later epochs.
+
+        Rows are read and moved in blocks, so disk-backed targets never sit
+        whole in host memory.
+        """
         if self._device_copy is None or self._device_copy[0] != device:
-            X, y = self.take()
-            tensors = (
-                torch.as_tensor(X).to(device),
-                None if y is None else {k: torch.as_tensor(v).to(device) for k, v in y.items()},
-            )
-            self._device_copy = (device, tensors)
+            X = _to_device_blocks(self.X, self.rows, device)
+            y = None
+            if self.y is not None:
+                y = {k: _to_device_blocks(v, self.rows, device) for k, v in self.y.items()}
+            self._device_copy = (device, (X, y))
         return self._device_copy[1]
+
+    def release(self):
+        """Drop the device copy (frees its GPU memory)."""
+        self._device_copy = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_device_copy"] = None
         return state
+
+
+def _to_device_blocks(array, rows, device, block=65536):
+    n = len(array) if rows is None else len(rows)
+    first = array[:1] if rows is None else array[rows[:1]]
+    out = torch.empty((n, *first.shape[1:]), dtype=torch.as_tensor(first).dtype, device=device)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        part = array[start:stop] if rows is None else array[rows[start:stop]]
+        out[start:stop] = torch.as_tensor(part).to(device)
+    return out
 
 
 def _index_tensors(X, y, index):
@@ -206,7 +224,7 @@ class BatchIterator:
         n = len(self.dataset) if order is None else len(order)
         for start in range(0, n, self.batch_size):
             if order is None:
-                index = np.arange(start, min(start + self.batch_size, n))
+                index = slice(start, start + self.batch_size)
             else:
                 index = np.sort(order[start : start + self.batch_size].numpy())
             yield self.dataset.take(index)
@@ -226,14 +244,14 @@ class BatchIterator:
         block = self.batch_size * BLOCK_BATCHES
         for start in range(0, n, block):
             if order is None:
-                index = np.arange(start, min(start + block, n))
+                index = slice(start, min(start + block, n))
                 inner = None
             else:
                 # Read the block's rows in file order; shuffle them on the GPU.
                 index = np.sort(order[start : start + block].numpy())
                 inner = torch.randperm(len(index), generator=self.generator).to(device)
-            X, y = _to_device(*self.dataset.take(index), device, pin=True)
-            for s in range(0, len(index), self.batch_size):
+            X, y = _to_device(*self.dataset.take(index), device, pin=device.type == "cuda")
+            for s in range(0, len(X), self.batch_size):
                 part = (
                     slice(s, s + self.batch_size)
                     if inner is None
@@ -362,6 +380,13 @@ class DivergenceCheck(Callback):
             )
 
 
+def _release(train, split):
+    train.release()
+    if split is not None:
+        # predefined_split keeps its dataset in the partial's keywords.
+        split.keywords["valid_ds"].release()
+
+
 def train_two_phase(
     module,
     criterion,
@@ -480,6 +505,7 @@ def train_two_phase(
         if verbose:
             print("Phase 1: body and one head against the ensemble mean")
         net.partial_fit(train1, None, epochs=phase1_epochs)
+    _release(train1, split1)
     if accelerator is not None and net._wrapped_with_accelerator:
         net._unwrap_accelerator()
     if n_heads > 1:
@@ -495,6 +521,7 @@ def train_two_phase(
         if verbose:
             print(f"Phase 2: body and {n_heads} heads, each against its members")
         net.partial_fit(train2, None, epochs=phase2_epochs)
+        _release(train2, split2)
     if accelerator is not None:
         net._unwrap_accelerator()
         net = _detach_accelerator(net, accelerator)
