@@ -587,7 +587,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
                 reset=reset,
                 dtype=np.float32,
                 ensure_min_samples=1,
-                allow_nd=self.body is not None,
+                allow_nd=True,
             )
         except (ValueError, TypeError) as exc:
             if isinstance(X, pd.DataFrame):
@@ -609,7 +609,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
             X_teacher = X_teacher.toarray()
         try:
             return _writable(
-                check_array(X_teacher, dtype=np.float32, allow_nd=self.body is not None)
+                check_array(X_teacher, dtype=np.float32, allow_nd=True)
             )
         except ValueError as exc:
             raise ValueError(

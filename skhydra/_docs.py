@@ -153,7 +153,9 @@ ensemble_ : object
         Number of heads of the student.
 
     n_features_in_ : int
-        Number of features seen during ``fit``.
+        Number of features seen during ``fit``: ``X.shape[1]``, which for
+        input of more than two dimensions is scikit-learn's convention for
+        the size of axis 1 (e.g. image channels).
 
     input_shape_ : tuple of int
         Shape of one input row seen during ``fit`` (``(n_features,)`` for
