@@ -608,9 +608,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         if sp.issparse(X_teacher):
             X_teacher = X_teacher.toarray()
         try:
-            return _writable(
-                check_array(X_teacher, dtype=np.float32, allow_nd=True)
-            )
+            return _writable(check_array(X_teacher, dtype=np.float32, allow_nd=True))
         except ValueError as exc:
             raise ValueError(
                 f"The teacher's preprocessing must produce finite numbers for the student: {exc}"

@@ -140,12 +140,16 @@ class DiskArray:
         start, stop = self._rows(index)
         value = np.ascontiguousarray(np.broadcast_to(value, (stop - start, *self._row_shape)))
         value = value.astype(self.dtype, copy=False)
+        if value.size == 0:
+            return
         view = memoryview(value).cast("B")
         offset, done = start * self._row_bytes, 0
         while done < len(view):
             done += os.pwrite(self._fd, view[done:], offset + done)
 
     def _read_into(self, out, start):
+        if out.size == 0:
+            return
         view = memoryview(out).cast("B")
         offset, done = start * self._row_bytes, 0
         while done < len(view):
