@@ -824,3 +824,14 @@ def test_cuda_without_gpu_is_an_error(iris, forest):
     for device in ("cuda", "cuda:0"):
         with pytest.raises(ValueError, match="no CUDA GPU"):
             HydraDistilledClassifier(forest, device=device, **FAST).fit(iris[0])
+
+
+def test_predict_members_under_a_process_backend():
+    # joblib.parallel_config chooses the backend (loky here; dask or ray likewise).
+    from joblib import parallel_config
+
+    X, y = load_iris(return_X_y=True)
+    forest = RandomForestClassifier(n_estimators=6, random_state=0).fit(X, y)
+    with parallel_config(backend="loky"):
+        parallel = predict_members(forest, X, n_jobs=2)
+    np.testing.assert_array_equal(parallel, predict_members(forest, X))
