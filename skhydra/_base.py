@@ -236,13 +236,16 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
             "device",
             "verbose",
             "callbacks",
+            "precision",
+            "accelerator",
         } & set(self.skorch_params or {})
         if reserved:
             raise ValueError(
                 f"skorch_params cannot set {sorted(reserved)}: the estimator sets them "
                 "from its own parameters (lr, batch_size, max_epochs, device, verbose, "
-                "callbacks, early_stopping)."
+                "callbacks, early_stopping, precision, accelerator)."
             )
+        budget = parse_bytes(self.memory_budget)
         if self.accelerator is not None:
             self.device_ = str(self.accelerator.device)
         else:
@@ -313,7 +316,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         assignment = self._assignment(teacher.weights)
         self._head_weights = assignment.sum(axis=1)
 
-        store = RowStore(parse_bytes(self.memory_budget))
+        store = RowStore(budget)
         try:
             chunks = self._prediction_chunks(teacher, [X_teacher, _like(synthetic, X_teacher)])
             targets1, targets2 = self._collect_targets(chunks, len(X_student), assignment, y, store)
