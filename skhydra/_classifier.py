@@ -201,7 +201,11 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``; rows sum to one.
         """
-        return np.einsum("nhc,h->nc", self.predict_members(X), self._head_weights)
+        proba = np.einsum(
+            "nhc,h->nc", self.predict_members(X).astype(np.float64), self._head_weights
+        )
+        # The heads' float32 softmax sums to 1 up to rounding; make it exact.
+        return proba / proba.sum(axis=1, keepdims=True)
 
     def predict_members(self, X):
         """Predict every head's class probabilities.
