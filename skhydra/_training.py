@@ -13,7 +13,9 @@ pinned blocks when it does not, and never goes back to the host per batch.
 
 import contextlib
 import copy
+import ctypes
 import math
+import sys
 
 import numpy as np
 import torch
@@ -37,6 +39,34 @@ DEVICE_DATA_FRACTION = 0.5
 
 #: Batches per host-to-device block when the data stays on the host.
 BLOCK_BATCHES = 64
+
+#: Training batches between two returns of freed heap memory to the OS.
+TRIM_EVERY = 32
+
+
+def _load_malloc_trim():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def trim_heap():
+    """Return the free pages of glibc's heap to the OS (a no-op elsewhere).
+
+    Each training batch allocates and frees arrays of a few MB (targets of
+    many heads, outputs, gradients). glibc serves such sizes from its heap
+    once its adaptive mmap threshold has grown, and the freed blocks, pinned
+    between longer-lived small allocations, stay in the resident set: about
+    a MB per batch with 200 heads and 10 classes, gigabytes per epoch on a
+    million rows. ``malloc_trim`` gives those pages back.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _take(array, rows):
@@ -329,6 +359,10 @@ class HydraNet(NeuralNet):
             losses.append(step["loss"].detach().float())
             self.history.record_batch(prefix + "_batch_size", len(batch[0]))
             self.notify("on_batch_end", batch=batch, training=training, **step)
+            del batch, step
+            if len(losses) % TRIM_EVERY == 0:
+                trim_heap()
+        trim_heap()
         if losses:
             # One device-to-host copy per epoch instead of one per batch.
             values = torch.stack(losses).cpu().tolist()
