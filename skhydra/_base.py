@@ -636,6 +636,19 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         with torch.no_grad():
             return self.net_.forward(X)
 
+    def _forward_chunks(self, X):
+        """Raw head outputs batch by batch (CPU tensors), without the whole array.
+
+        ``X`` is checked now; the batches are computed as they are consumed.
+        """
+        X = self._student_input(X)
+
+        def batches():
+            with torch.no_grad():
+                yield from self.net_.forward_iter(X)
+
+        return batches()
+
     # -- scikit-learn protocol ---------------------------------------------
 
     def __sklearn_clone__(self):

@@ -13,7 +13,7 @@ from sklearn.utils.validation import column_or_1d
 from ._base import BaseHydra
 from ._docs import fill
 from .losses import TemperedKLLoss
-from .uncertainty import classification_uncertainty, uncertainty_frame
+from .uncertainty import uncertainty_frame
 
 __all__ = ["HydraDistilledClassifier"]
 
@@ -26,6 +26,15 @@ def _tempered(probabilities, temperature):
     logp -= logp.max(axis=-1, keepdims=True)
     p = np.exp(logp)
     return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _head_softmax(logits):
+    """Softmax over the classes of (n, heads, classes) logits, as (n, classes, heads).
+
+    With the heads on the last, contiguous axis torch vectorises across
+    heads; a softmax over a last axis of a few classes is about 3x slower.
+    """
+    return torch.softmax(logits.float().transpose(1, 2).contiguous(), dim=1)
 
 
 class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
@@ -201,9 +210,13 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``; rows sum to one.
         """
-        proba = np.einsum(
-            "nhc,h->nc", self.predict_members(X).astype(np.float64), self._head_weights
-        )
+        chunks = self._forward_chunks(X)
+        weights = torch.as_tensor(self._head_weights, dtype=torch.float64)
+        parts = []
+        for logits in chunks:
+            probabilities = _head_softmax(logits).double()  # (n, classes, heads)
+            parts.append((probabilities @ weights).numpy())
+        proba = np.concatenate(parts)
         # The heads' float32 softmax sums to 1 up to rounding; make it exact.
         return proba / proba.sum(axis=1, keepdims=True)
 
@@ -239,8 +252,22 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
             the mutual information, >= 0), in nats; the index of ``X`` when
             ``X`` is a DataFrame.
         """
-        parts = classification_uncertainty(self.predict_members(X), self._head_weights)
-        return uncertainty_frame(*parts, index=getattr(X, "index", None))
+        chunks = self._forward_chunks(X)
+        weights = torch.as_tensor(self._head_weights, dtype=torch.float32)
+        total, aleatoric = [], []
+        for logits in chunks:
+            # Same decomposition as skhydra.uncertainty.classification_uncertainty,
+            # in torch and by batch: no (n, heads, classes) array in numpy.
+            # entr for both terms, so that one head gives exactly 0 epistemic.
+            p = _head_softmax(logits)  # (n, classes, heads)
+            total.append(torch.special.entr(p @ weights).sum(dim=1).double())
+            aleatoric.append((torch.special.entr(p).sum(dim=1) @ weights).double())
+        total = torch.cat(total).numpy()
+        aleatoric = torch.cat(aleatoric).numpy()
+        epistemic = np.maximum(total - aleatoric, 0.0)
+        return uncertainty_frame(
+            aleatoric + epistemic, aleatoric, epistemic, index=getattr(X, "index", None)
+        )
 
     # -- task hooks ----------------------------------------------------------
 

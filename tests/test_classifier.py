@@ -373,3 +373,33 @@ def test_divergence_is_a_clear_error(iris, forest):
     )
     with pytest.raises(FloatingPointError, match="diverged"):
         model.fit(iris[0])
+
+
+@pytest.mark.parametrize("n_heads", [None, 3])
+def test_batched_predictions_match_the_heads(n_heads):
+    # predict_proba and predict_uncertainty work batch by batch in torch; they
+    # must equal the decomposition of predict_members, across batch boundaries.
+    from skhydra.uncertainty import classification_uncertainty
+
+    X, _ = load_digits(return_X_y=True)
+    forest = RandomForestClassifier(n_estimators=7, random_state=0).fit(X, _)
+    model = HydraDistilledClassifier(
+        forest,
+        n_heads=n_heads,
+        body_layer_sizes=(16,),
+        phase1_epochs=2,
+        max_epochs=2,
+        random_state=0,
+        skorch_params={"iterator_valid__batch_size": 100},
+    ).fit(X)
+    members = model.predict_members(X)
+    weights = model._head_weights
+    np.testing.assert_allclose(
+        model.predict_proba(X),
+        np.einsum("nhc,h->nc", members.astype(np.float64), weights),
+        atol=1e-6,
+    )
+    expected = classification_uncertainty(members, weights)
+    frame = model.predict_uncertainty(X)
+    for column, values in zip(["total", "aleatoric", "epistemic"], expected, strict=True):
+        np.testing.assert_allclose(frame[column], values, atol=2e-6)

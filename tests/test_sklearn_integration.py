@@ -692,14 +692,14 @@ def test_array_handed_to_torch_is_writable(monkeypatch, iris_frame):
     teacher = RandomForestClassifier(n_estimators=3, random_state=0).fit(frame, y)
     model = HydraDistilledClassifier(teacher, **TINY_C).fit(frame)
     seen = []
-    forward = model.net_.forward
+    forward_iter = model.net_.forward_iter
 
     def spy(X, *args, **kwargs):
         seen.append(np.asarray(X).flags.writeable)
-        return forward(X, *args, **kwargs)
+        return forward_iter(X, *args, **kwargs)
 
     # torch warns only once per process, so look at what it is given instead.
-    monkeypatch.setattr(model.net_, "forward", spy)
+    monkeypatch.setattr(model.net_, "forward_iter", spy)
     model.predict(frame)
     assert seen == [True]
 
