@@ -28,13 +28,37 @@ def _tempered(probabilities, temperature):
     return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+#: Rows per block of the batched decomposition: blocks of (rows, heads, classes)
+#: that stay in the CPU's cache are several times faster than whole batches.
+_BLOCK_ROWS = 512
+
+
+def _blocks(chunks):
+    for logits in chunks:
+        yield from logits.float().split(_BLOCK_ROWS)
+
+
 def _head_softmax(logits):
     """Softmax over the classes of (n, heads, classes) logits, as (n, classes, heads).
 
     With the heads on the last, contiguous axis torch vectorises across
     heads; a softmax over a last axis of a few classes is about 3x slower.
     """
-    return torch.softmax(logits.float().transpose(1, 2).contiguous(), dim=1)
+    return torch.softmax(logits.transpose(1, 2).contiguous(), dim=1)
+
+
+def _head_entropies(logits):
+    """Probabilities (n, classes, heads) and entropies (n, heads) of each head.
+
+    The entropy is ``logsumexp(z) - sum_c p_c z_c``: one exponential per
+    class and one logarithm per head, instead of a logarithm per class.
+    """
+    z = logits.transpose(1, 2).contiguous()
+    z = z - z.amax(dim=1, keepdim=True)
+    e = z.exp()
+    norm = e.sum(dim=1)
+    p = e / norm.unsqueeze(1)
+    return p, norm.log() - (p * z).sum(dim=1)
 
 
 class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
@@ -213,7 +237,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         chunks = self._forward_chunks(X)
         weights = torch.as_tensor(self._head_weights, dtype=torch.float64)
         parts = []
-        for logits in chunks:
+        for logits in _blocks(chunks):
             probabilities = _head_softmax(logits).double()  # (n, classes, heads)
             parts.append((probabilities @ weights).numpy())
         proba = np.concatenate(parts)
@@ -255,15 +279,16 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         chunks = self._forward_chunks(X)
         weights = torch.as_tensor(self._head_weights, dtype=torch.float32)
         total, aleatoric = [], []
-        for logits in chunks:
+        for logits in _blocks(chunks):
             # Same decomposition as skhydra.uncertainty.classification_uncertainty,
-            # in torch and by batch: no (n, heads, classes) array in numpy.
-            # entr for both terms, so that one head gives exactly 0 epistemic.
-            p = _head_softmax(logits)  # (n, classes, heads)
+            # in torch and by blocks: no (n, heads, classes) array in numpy.
+            p, entropies = _head_entropies(logits)
             total.append(torch.special.entr(p @ weights).sum(dim=1).double())
-            aleatoric.append((torch.special.entr(p).sum(dim=1) @ weights).double())
+            aleatoric.append((entropies @ weights).double())
         total = torch.cat(total).numpy()
         aleatoric = torch.cat(aleatoric).numpy()
+        if self.n_heads_ == 1:
+            total = aleatoric  # one head cannot disagree with itself: exactly 0
         epistemic = np.maximum(total - aleatoric, 0.0)
         return uncertainty_frame(
             aleatoric + epistemic, aleatoric, epistemic, index=getattr(X, "index", None)
