@@ -590,7 +590,10 @@ def report(args, meta, results, out):
             "`forest predict_members` is every tree's class probabilities "
             "(`skhydra.ensembles.predict_members`, n_jobs threads over the trees): the work the "
             "forest does to give its uncertainty. The student's calls run with the torch "
-            "threads shown; its decomposition is single-threaded numpy.\n"
+            "threads shown; `predict_uncertainty` decomposes the heads in torch, by blocks of "
+            "rows. `decomposition only (numpy, on the heads)` is "
+            "`skhydra.uncertainty.classification_uncertainty` on precomputed head "
+            "probabilities, for reference.\n"
         )
         for cores in (1, 2):
             student_s = med[
