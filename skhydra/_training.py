@@ -80,7 +80,7 @@ class RowDataset(torch.utils.data.Dataset):
     ----------
     X : ndarray of shape (n_samples, ...)
         Student inputs, float32.
-    y : dict of array-like, default=None
+    y : array-like or dict of array-like, default=None
         Per-row targets (ndarrays or :class:`skhydra._storage.DiskArray`).
     rows : ndarray of int, default=None
         Sorted row numbers this dataset holds; None holds every row.
@@ -116,13 +116,17 @@ class RowDataset(torch.utils.data.Dataset):
         """Inputs and targets of positions ``index`` (sorted; None = all)."""
         rows = self._global(index)
         X = _take(self.X, rows)
-        y = None if self.y is None else {k: _take(v, rows) for k, v in self.y.items()}
+        if self.y is None or not isinstance(self.y, dict):
+            y = None if self.y is None else _take(self.y, rows)
+        else:
+            y = {k: _take(v, rows) for k, v in self.y.items()}
         return X, y
 
     @property
     def nbytes(self):
         """Bytes of this dataset's rows (inputs and targets)."""
-        per_row = self.X[:1].nbytes + sum(v[:1].nbytes for v in (self.y or {}).values())
+        targets = self.y.values() if isinstance(self.y, dict) else [self.y]
+        per_row = self.X[:1].nbytes + sum(v[:1].nbytes for v in targets if v is not None)
         return per_row * len(self)
 
     def on_device(self, device):
@@ -134,8 +138,10 @@ class RowDataset(torch.utils.data.Dataset):
         if self._device_copy is None or self._device_copy[0] != device:
             X = _to_device_blocks(self.X, self.rows, device)
             y = None
-            if self.y is not None:
+            if isinstance(self.y, dict):
                 y = {k: _to_device_blocks(v, self.rows, device) for k, v in self.y.items()}
+            elif self.y is not None:
+                y = _to_device_blocks(self.y, self.rows, device)
             self._device_copy = (device, (X, y))
         return self._device_copy[1]
 
@@ -161,7 +167,9 @@ def _to_device_blocks(array, rows, device, block=65536):
 
 
 def _index_tensors(X, y, index):
-    return X[index], None if y is None else {k: v[index] for k, v in y.items()}
+    if isinstance(y, dict):
+        return X[index], {k: v[index] for k, v in y.items()}
+    return X[index], None if y is None else y[index]
 
 
 def _to_device(X, y, device, pin):
@@ -171,7 +179,9 @@ def _to_device(X, y, device, pin):
             t = t.pin_memory()
         return t.to(device, non_blocking=pin)
 
-    return move(X), None if y is None else {k: move(v) for k, v in y.items()}
+    if isinstance(y, dict):
+        return move(X), {k: move(v) for k, v in y.items()}
+    return move(X), None if y is None else move(y)
 
 
 class BatchIterator:

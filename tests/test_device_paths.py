@@ -60,3 +60,17 @@ def test_resident_copy_is_made_once_and_released():
     dataset.release()
     assert dataset._device_copy is None
     store.close()
+
+
+def test_plain_array_targets_are_batched_too():
+    # skorch users may call net_.partial_fit(X, y) with an array y.
+    X = np.arange(10.0, dtype=np.float32).reshape(5, 2)
+    dataset = RowDataset(X, np.arange(5.0))
+    host = [y.tolist() for _, y in BatchIterator(dataset, batch_size=2)]
+    device = [
+        y.tolist()
+        for _, y in BatchIterator(dataset, batch_size=2)._resident_batches(
+            None, torch.device("cpu")
+        )
+    ]
+    assert host == device == [[0.0, 1.0], [2.0, 3.0], [4.0]]
