@@ -270,10 +270,6 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     def _check_targets_against_teacher(self, y, teacher):
         pass
 
-    @staticmethod
-    def _concat_predictions(a, b):
-        return tuple(np.concatenate([p, q]) for p, q in zip(a, b, strict=False))
-
     def _prepare_targets(self, y):
         # Targets are stored shifted by about their mean, so float32 keeps their
         # precision even when y is far from 0 relative to its spread.
