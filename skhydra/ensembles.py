@@ -677,10 +677,8 @@ def predict_transformed(teacher, X, batch_size=None, *, n_jobs=None):
     """
     chunks = iter_member_predictions(teacher, X, batch_size, n_jobs=n_jobs)
     if teacher.is_classifier:
-        out = np.empty((X.shape[0], teacher.n_members, 0), np.float32)
+        out = np.empty((X.shape[0], teacher.n_members, len(teacher.classes_)), np.float32)
         for start, stop, chunk in chunks:
-            if out.shape[2] != chunk.shape[2]:
-                out = np.empty((X.shape[0], *chunk.shape[1:]), np.float32)
             out[start:stop] = chunk
         return out
     means = np.empty((X.shape[0], teacher.n_members))
@@ -727,12 +725,13 @@ def iter_member_predictions(teacher, X, batch_size=None, *, n_jobs=None):
     n_jobs : int, default=None
         Parallel workers over members, see :func:`predict_members`.
 
-    Yields
-    ------
-    start, stop : int
-        The chunk's rows, ``X[start:stop]``.
-    predictions : ndarray or tuple of ndarray
-        The chunk's predictions in the layout of :func:`predict_members`.
+    Returns
+    -------
+    chunks : iterator of (int, int, predictions)
+        ``(start, stop, predictions)`` for the rows ``X[start:stop]``, the
+        predictions in the layout of :func:`predict_members`. ``batch_size``
+        is checked and a torch ensemble's classes are found when the function
+        is called; the chunks are computed as they are consumed.
 
     Examples
     --------
@@ -760,21 +759,31 @@ def iter_member_predictions(teacher, X, batch_size=None, *, n_jobs=None):
     needs_array = any(m.as_array for m in teacher.members)
     groups = _member_groups(teacher.n_members, n_jobs)
     parallel = Parallel(n_jobs=len(groups), prefer="threads") if len(groups) > 1 else None
-    for start in range(0, n_samples, batch_size):
-        stop = min(start + batch_size, n_samples)
-        X_chunk = _slice_rows(X, start, stop)
-        X_array = np.asarray(X_chunk) if needs_array else None
-        if parallel is None:
-            yield (
-                start,
-                stop,
-                _predict_group(teacher, 0, teacher.n_members, X_chunk, X_array, n_classes),
+
+    # The checks and the teacher's classes above happen now; chunks as consumed.
+    def chunks():
+        for start in range(0, n_samples, batch_size):
+            stop = min(start + batch_size, n_samples)
+            X_chunk = _slice_rows(X, start, stop)
+            X_array = np.asarray(X_chunk) if needs_array else None
+            if parallel is None:
+                yield (
+                    start,
+                    stop,
+                    _predict_group(teacher, 0, teacher.n_members, X_chunk, X_array, n_classes),
+                )
+                continue
+            parts = parallel(
+                delayed(_predict_group)(teacher, a, b, X_chunk, X_array, n_classes)
+                for a, b in groups
             )
-            continue
-        parts = parallel(
-            delayed(_predict_group)(teacher, a, b, X_chunk, X_array, n_classes) for a, b in groups
-        )
-        if teacher.is_classifier:
-            yield start, stop, np.concatenate(parts, axis=1)
-        else:
-            yield start, stop, tuple(np.concatenate(p, axis=1) for p in zip(*parts, strict=True))
+            if teacher.is_classifier:
+                yield start, stop, np.concatenate(parts, axis=1)
+            else:
+                yield (
+                    start,
+                    stop,
+                    tuple(np.concatenate(p, axis=1) for p in zip(*parts, strict=True)),
+                )
+
+    return chunks()
