@@ -73,6 +73,15 @@ def _take(array, rows):
     return array[rows] if rows is not None else array[:]
 
 
+def _map_targets(func, y):
+    """``func`` applied to targets that are None, one array, or a dict of arrays."""
+    if y is None:
+        return None
+    if isinstance(y, dict):
+        return {key: func(value) for key, value in y.items()}
+    return func(y)
+
+
 class RowDataset(torch.utils.data.Dataset):
     """Rows of an input array and of a dict of target arrays, through an index.
 
@@ -105,7 +114,7 @@ class RowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         X, y = self.take(np.array([i]))
-        return X[0], None if y is None else {k: v[0] for k, v in y.items()}
+        return X[0], _map_targets(lambda v: v[0], y)
 
     def _global(self, index):
         if self.rows is None:
@@ -115,12 +124,7 @@ class RowDataset(torch.utils.data.Dataset):
     def take(self, index=None):
         """Inputs and targets of positions ``index`` (sorted; None = all)."""
         rows = self._global(index)
-        X = _take(self.X, rows)
-        if self.y is None or not isinstance(self.y, dict):
-            y = None if self.y is None else _take(self.y, rows)
-        else:
-            y = {k: _take(v, rows) for k, v in self.y.items()}
-        return X, y
+        return _take(self.X, rows), _map_targets(lambda v: _take(v, rows), self.y)
 
     @property
     def nbytes(self):
@@ -136,13 +140,8 @@ class RowDataset(torch.utils.data.Dataset):
         whole in host memory.
         """
         if self._device_copy is None or self._device_copy[0] != device:
-            X = _to_device_blocks(self.X, self.rows, device)
-            y = None
-            if isinstance(self.y, dict):
-                y = {k: _to_device_blocks(v, self.rows, device) for k, v in self.y.items()}
-            elif self.y is not None:
-                y = _to_device_blocks(self.y, self.rows, device)
-            self._device_copy = (device, (X, y))
+            move = lambda v: _to_device_blocks(v, self.rows, device)  # noqa: E731
+            self._device_copy = (device, (move(self.X), _map_targets(move, self.y)))
         return self._device_copy[1]
 
     def release(self):
@@ -167,9 +166,7 @@ def _to_device_blocks(array, rows, device, block=65536):
 
 
 def _index_tensors(X, y, index):
-    if isinstance(y, dict):
-        return X[index], {k: v[index] for k, v in y.items()}
-    return X[index], None if y is None else y[index]
+    return X[index], _map_targets(lambda v: v[index], y)
 
 
 def _to_device(X, y, device, pin):
@@ -179,9 +176,7 @@ def _to_device(X, y, device, pin):
             t = t.pin_memory()
         return t.to(device, non_blocking=pin)
 
-    if isinstance(y, dict):
-        return move(X), {k: move(v) for k, v in y.items()}
-    return move(X), None if y is None else move(y)
+    return move(X), _map_targets(move, y)
 
 
 class BatchIterator:
