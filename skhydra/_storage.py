@@ -122,16 +122,15 @@ class DiskArray:
             if step != 1:
                 raise IndexError("DiskArray supports only contiguous slices.")
             return start, max(stop, start)
-        raise TypeError
+        raise TypeError(f"DiskArray rows are written with a slice, got {type(index).__name__}.")
 
     def __getitem__(self, index):
-        try:
-            start, stop = self._rows(index)
-        except TypeError:
+        if not isinstance(index, slice):
             rows = np.asarray(index)
             if rows.dtype == bool:
                 rows = np.flatnonzero(rows)
             return self._gather(rows.astype(np.int64, copy=False))
+        start, stop = self._rows(index)
         out = np.empty((stop - start, *self._row_shape), self.dtype)
         self._read_into(out, start)
         return out
