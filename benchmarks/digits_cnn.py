@@ -47,6 +47,18 @@ OOD_NAMES = {
 }
 
 
+def _conv_features(c):
+    """Two 3x3 convolutions (1 -> c -> 2c channels) and a 2x2 max-pool, flattened."""
+    return [
+        nn.Conv2d(1, c, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c, 2 * c, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+    ]
+
+
 class TeacherCNN(nn.Module):
     """One ensemble member: two 3x3 convolutions, 2x2 max pooling, a linear layer.
 
@@ -56,16 +68,7 @@ class TeacherCNN(nn.Module):
 
     def __init__(self, channels=8, n_classes=IN_CLASSES):
         super().__init__()
-        c = channels
-        self.net = nn.Sequential(
-            nn.Conv2d(1, c, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c, 2 * c, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(2 * c * 16, n_classes),
-        )
+        self.net = nn.Sequential(*_conv_features(channels), nn.Linear(2 * channels * 16, n_classes))
 
     def forward(self, x):
         return self.net(x / 16.0)
@@ -81,16 +84,8 @@ class CNNBody(nn.Module):
 
     def __init__(self, channels=8, hidden=32):
         super().__init__()
-        c = channels
         self.net = nn.Sequential(
-            nn.Conv2d(1, c, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(c, 2 * c, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(2 * c * 16, hidden),
-            nn.ReLU(),
+            *_conv_features(channels), nn.Linear(2 * channels * 16, hidden), nn.ReLU()
         )
 
     def forward(self, x):
