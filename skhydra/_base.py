@@ -632,9 +632,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
 
     def _forward(self, X):
         """Raw head outputs, a CPU tensor of shape (n_samples, n_heads, n_outputs)."""
-        X = self._student_input(X)
-        with torch.no_grad():
-            return self.net_.forward(X)
+        return torch.cat(list(self._forward_chunks(X)))
 
     def _forward_chunks(self, X):
         """Raw head outputs batch by batch (CPU tensors), without the whole array.
