@@ -1,9 +1,15 @@
-"""Shared base of the Hydra estimators: parameters, validation and the fit sequence."""
+"""Shared base of the Hydra estimators: the fit sequence and the prediction plumbing.
+
+``fit`` reads as its steps: check the options, validate the data, fit and
+resolve the teacher, build the transfer set, compute the heads' targets,
+train, and set the fitted attributes. What differs between classification and
+regression is three small methods of the subclasses that return values: the
+default ensemble, the check of ``y``, and the *target encoding* (how the
+teacher's predictions become head targets and how head outputs are read back).
+"""
 
 import copy
-from abc import ABCMeta, abstractmethod
-from dataclasses import replace
-from numbers import Integral, Real
+from dataclasses import dataclass, replace
 
 import joblib
 import numpy as np
@@ -13,7 +19,6 @@ import torch
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_array,
@@ -23,21 +28,20 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._augment import synthetic_rows
+from ._body import BodyParamsMixin, make_body
 from ._storage import RowStore, parse_bytes
-from ._training import train_two_phase
-from .ensembles import (
-    DEFAULT_BATCH_SIZE,
-    _is_fitted,
-    _unwrap_frozen,
-    fit_teacher,
-    iter_member_predictions,
-    predict_transformed,
-    resolve_teacher,
-)
+from ._targets import assign_heads, collect_targets
+from ._training import RESERVED_SKORCH_PARAMS, train_two_phase
+from ._transfer import build_transfer_set, input_scaling, synthetic_rows, validation_rows
+from .ensembles import resolve_teacher
+from .ensembles._members import unwrap_frozen
+from .ensembles._resolve import fit_ensemble, is_fitted
 from .nn import HydraModule
 
 __all__ = ["BaseHydra", "resolve_device"]
+
+#: Rows per forward pass at prediction time.
+PREDICT_ROWS = 4096
 
 
 def resolve_device(device):
@@ -63,29 +67,18 @@ def resolve_device(device):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device={device!r} was requested but no CUDA GPU is available "
-                "(torch.cuda.is_available() is False); use device='auto' or 'cpu'."
-            )
-        index = device.partition(":")[2]
-        if index:
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise ValueError(
-                    f"device={device!r} names no available GPU; this machine has "
-                    f"{torch.cuda.device_count()} (cuda:0 to "
-                    f"cuda:{torch.cuda.device_count() - 1})."
-                )
-        return device
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}.")
-
-
-def _like(rows, template):
-    """Give synthetic ``rows`` the container type of the rows the teacher took."""
-    if isinstance(template, pd.DataFrame):
-        return pd.DataFrame(rows, columns=template.columns)
-    return rows
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but no CUDA GPU is available "
+            "(torch.cuda.is_available() is False); use device='auto' or 'cpu'."
+        )
+    index = device.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} names no available GPU; this machine has "
+            f"{torch.cuda.device_count()} (cuda:0 to cuda:{torch.cuda.device_count() - 1})."
+        )
+    return device
 
 
 def _writable(X):
@@ -93,107 +86,25 @@ def _writable(X):
     return X if X.flags.writeable else X.copy()
 
 
-def _check_memory(memory):
-    if isinstance(memory, str):
-        # Memory-mapped reads: a cached array is not loaded whole into RAM.
-        return joblib.Memory(location=memory, mmap_mode="r", verbose=0)
-    return check_memory(memory)
+@dataclass(frozen=True)
+class _FitOptions:
+    """What ``fit`` derives from the parameters before it touches the data."""
+
+    device: str
+    budget: int
+    seed: int
+    cache: object
+    phase2_epochs: int
 
 
-def _cached_chunks(memory, teacher, X, n_jobs):
-    """Chunks of the teacher's predictions of ``X`` through a joblib cache."""
-    cached = memory.cache(predict_transformed, ignore=["n_jobs"])
-    classes = teacher.classes_
-    predictions = cached(teacher, X, n_jobs=n_jobs)
-    if teacher.is_classifier and classes is None:
-        # A cache hit skips the call that infers a torch ensemble's classes.
-        teacher.classes_ = np.arange(predictions.shape[2])
-    if not teacher.is_classifier and teacher._torch_outputs is None:
-        kinds = {m.kind for m in teacher.members}
-        if "torch" in kinds:
-            teacher._torch_outputs = 2 if np.isfinite(predictions[1][:1]).all() else 1
-    for start in range(0, X.shape[0], DEFAULT_BATCH_SIZE):
-        stop = min(start + DEFAULT_BATCH_SIZE, X.shape[0])
-        if teacher.is_classifier:
-            yield start, stop, np.asarray(predictions[start:stop])
-        else:
-            yield start, stop, tuple(np.asarray(p[start:stop]) for p in predictions)
-
-
-def _fixed_seed(random_state):
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-
-
-class BaseHydra(BaseEstimator, metaclass=ABCMeta):
+class BaseHydra(BodyParamsMixin, BaseEstimator):
     """Base class of the Hydra students; not for direct use.
 
-    Subclasses set ``_task`` and implement the task hooks: the default
-    ensemble, label checks, the construction of head targets, the criterion,
-    and the number of outputs per head.
+    Subclasses declare their parameters and implement ``_default_ensemble``,
+    ``_check_y`` and ``_target_encoding``.
     """
 
-    _parameter_constraints = {
-        "ensemble": "no_validation",
-        "body_layer_sizes": [tuple, list],
-        "head_layer_sizes": [tuple, list],
-        "n_heads": [Interval(Integral, 1, None, closed="left"), None],
-        "body": [None, type, torch.nn.Module],
-        "body_params": [dict, None],
-        "input_scaling": [StrOptions({"auto", "feature", "channel", "global"}), None],
-        "phase1_epochs": [Interval(Integral, 0, None, closed="left")],
-        "max_epochs": [Interval(Integral, 0, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "augmentation": [StrOptions({"noise", "mixup"}), None],
-        "augmentation_factor": [Interval(Real, 0, None, closed="left")],
-        "noise_scale": [Interval(Real, 0, None, closed="left")],
-        "device": [str],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-        "callbacks": [list, None],
-        "skorch_params": [dict, None],
-        "memory_budget": [Interval(Integral, 0, None, closed="left"), str, None],
-        "memory": [None, str, HasMethods(["cache"])],
-        "n_jobs": [Integral, None],
-        "precision": [StrOptions({"float32", "bfloat16"})],
-        "accelerator": [None, HasMethods(["prepare", "backward"])],
-    }
-
     _task = None
-
-    @abstractmethod
-    def __init__(self):
-        """Subclasses restate every parameter."""
-
-    # -- task hooks --------------------------------------------------------
-
-    @abstractmethod
-    def _default_ensemble(self):
-        """Unfitted ensemble used when ``ensemble`` is None."""
-
-    @abstractmethod
-    def _check_targets(self, y, fit_ensemble):
-        """Validate ``y`` before the ensemble is fitted; return it as an array."""
-
-    @abstractmethod
-    def _check_targets_against_teacher(self, y, teacher):
-        """Check ``y`` against a fitted teacher (labels it never saw)."""
-
-    @abstractmethod
-    def _targets_chunk(self, predictions, assignment, y):
-        """Targets of a chunk of rows for phase 1 (one head) and phase 2 (all heads)."""
-
-    @abstractmethod
-    def _criterion(self):
-        """The loss module."""
-
-    @abstractmethod
-    def _n_outputs(self, teacher):
-        """Outputs per head."""
 
     # -- fit -----------------------------------------------------------------
 
@@ -222,38 +133,61 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         self : object
             The fitted estimator.
         """
-        for name in ("body_layer_sizes", "head_layer_sizes"):
-            sizes = getattr(self, name)
-            if not all(isinstance(s, Integral) and s >= 1 for s in sizes):
-                raise ValueError(f"{name} must be a tuple of positive integers, got {sizes!r}.")
-        reserved = {
-            "module",
-            "criterion",
-            "lr",
-            "batch_size",
-            "max_epochs",
-            "train_split",
-            "device",
-            "verbose",
-            "callbacks",
-            "precision",
-            "accelerator",
-        } & set(self.skorch_params or {})
+        options = self._fit_options()
+        X, y, sample_weight = self._validate_fit_data(X, y, sample_weight)
+        ensemble, teacher = self._fit_teacher(X, y, sample_weight)
+        X_teacher = teacher.transform(X)
+        X_student = self._student_rows(teacher, X_teacher)
+        n_heads = self._check_heads(teacher)
+        encoding = self._target_encoding(teacher, X_teacher, y)
+        rng = np.random.default_rng(options.seed)
+        synthetic = synthetic_rows(
+            X_student, self.augmentation, self.augmentation_factor, self.noise_scale, rng
+        )
+        transfer = build_transfer_set(X_teacher, X_student, y, sample_weight, synthetic)
+        heads = assign_heads(teacher.n_members, n_heads, teacher.weights)
+        with RowStore(options.budget) as store:
+            chunks = self._prediction_chunks(teacher, transfer, options.cache)
+            targets = collect_targets(chunks, encoding, heads, transfer.y, len(transfer), store)
+            for phase_targets in targets:
+                phase_targets["weight"] = transfer.weight
+            net = self._train(transfer, targets, encoding, n_heads, rng, options)
+        self._set_fitted(ensemble, teacher, heads, encoding, net, X_student, options.device)
+        return self
+
+    def _fit_options(self):
+        """Check the parameters that need more than their constraints; derive the options."""
+        if self.phase1_epochs > self.max_epochs:
+            raise ValueError(
+                f"phase1_epochs={self.phase1_epochs} exceeds max_epochs={self.max_epochs}; "
+                "max_epochs counts the epochs of both phases."
+            )
+        reserved = RESERVED_SKORCH_PARAMS & set(self.skorch_params or {})
         if reserved:
             raise ValueError(
                 f"skorch_params cannot set {sorted(reserved)}: the estimator sets them "
                 "from its own parameters (lr, batch_size, max_epochs, device, verbose, "
                 "callbacks, early_stopping, precision, accelerator)."
             )
-        budget = parse_bytes(self.memory_budget)
         if self.accelerator is not None:
-            self.device_ = str(self.accelerator.device)
+            device = str(self.accelerator.device)
         else:
-            self.device_ = resolve_device(self.device)
-        seed = _fixed_seed(self.random_state)
+            device = resolve_device(self.device)
+        cache = self.cache
+        if isinstance(cache, str):
+            # Memory-mapped reads: a cached array is not loaded whole into RAM.
+            cache = joblib.Memory(location=cache, mmap_mode="r", verbose=0)
+        return _FitOptions(
+            device=device,
+            budget=parse_bytes(self.memory_budget),
+            seed=int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)),
+            cache=None if cache is None else check_memory(cache),
+            phase2_epochs=self.max_epochs - self.phase1_epochs,
+        )
 
-        pipeline_teacher = isinstance(_unwrap_frozen(self.ensemble), Pipeline)
-        if pipeline_teacher:
+    def _validate_fit_data(self, X, y, sample_weight):
+        if isinstance(unwrap_frozen(self.ensemble), Pipeline):
+            # The Pipeline's own steps validate the raw rows.
             validate_data(self, X, skip_check_array=True)
         else:
             checked = self._validate_numeric(X, reset=True)
@@ -261,108 +195,90 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
             X = X if isinstance(X, pd.DataFrame) else checked
         if X.shape[0] == 0:
             raise ValueError("X is empty: fit needs at least one row.")
-        fit_ensemble = self.ensemble is None or not _is_fitted(self.ensemble)
         if y is not None:
             check_consistent_length(X, y)
-            y = self._check_targets(y, fit_ensemble)
+            fitted = self.ensemble is not None and is_fitted(self.ensemble)
+            y = self._check_y(y, fit_ensemble=not fitted)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
+        return X, y, sample_weight
 
-        self.ensemble_, _ = fit_teacher(
-            self.ensemble,
-            X,
-            y,
-            sample_weight,
-            task=self._task,
-            default=self._default_ensemble,
-        )
-        teacher = resolve_teacher(self.ensemble_, self._task, self._classes_hint(y))
-        self._teacher = teacher
-        self.n_members_ = teacher.n_members
-        self.n_heads_ = self.n_members_ if self.n_heads is None else self.n_heads
-        if self.n_heads_ > self.n_members_:
-            raise ValueError(
-                f"n_heads={self.n_heads} exceeds the ensemble's {self.n_members_} "
-                "members; use at most one head per member (or n_heads=None)."
-            )
-        X_teacher = teacher.transform(X)
+    def _fit_teacher(self, X, y, sample_weight):
+        ensemble = self._default_ensemble() if self.ensemble is None else self.ensemble
+        ensemble = fit_ensemble(ensemble, X, y, sample_weight)
+        classes = np.unique(y) if y is not None and self._task == "classifier" else None
+        return ensemble, resolve_teacher(ensemble, task=self._task, classes=classes, X=X)
+
+    def _student_rows(self, teacher, X_teacher):
         X_student = self._student_array(X_teacher)
         if teacher.n_features_in_ is not None and teacher.n_features_in_ != X_student.shape[1]:
             raise ValueError(
                 f"X has {X_student.shape[1]} features, but the ensemble's members were "
                 f"fitted on {teacher.n_features_in_}."
             )
-        if y is not None:
-            self._check_targets_against_teacher(y, teacher)
         if X_student.ndim > 2 and self.body is None:
             raise ValueError(
                 f"X has rows of shape {X_student.shape[1:]}: inputs of more than two "
                 "dimensions need a custom body (e.g. a CNN class as body=...); the default "
                 "MLP body takes X of shape (n_samples, n_features)."
             )
-        self.input_shape_ = X_student.shape[1:]
+        return X_student
 
-        rng = np.random.default_rng(seed)
-        synthetic = synthetic_rows(
-            X_student, self.augmentation, self.augmentation_factor, self.noise_scale, rng
+    def _check_heads(self, teacher):
+        n_heads = teacher.n_members if self.n_heads is None else self.n_heads
+        if n_heads > teacher.n_members:
+            raise ValueError(
+                f"n_heads={self.n_heads} exceeds the ensemble's {teacher.n_members} "
+                "members; use at most one head per member (or n_heads=None)."
+            )
+        return n_heads
+
+    def _prediction_chunks(self, teacher, transfer, cache):
+        """The teacher's prediction chunks over the real rows, then the synthetic ones."""
+        offset = 0
+        for rows in transfer.teacher_parts:
+            for start, stop, chunk in teacher.iter_predictions(
+                rows, n_jobs=self.n_jobs, cache=cache
+            ):
+                yield offset + start, offset + stop, chunk
+            offset += rows.shape[0]
+
+    def _train(self, transfer, targets, encoding, n_heads, rng, options):
+        valid_index = (
+            validation_rows(len(transfer), self.validation_fraction, rng)
+            if self.early_stopping
+            else None
         )
-        n_real, n_synth = len(X_student), len(synthetic)
-        weight = np.ones(n_real) if sample_weight is None else sample_weight
-        if n_synth:
-            X_student = np.concatenate([X_student, synthetic])
-            weight = np.concatenate([weight, np.full(n_synth, weight.mean())])
-        if y is not None:
-            y = np.concatenate([y, np.full(n_synth, np.nan)]) if n_synth else y
-        assignment = self._assignment(teacher.weights)
-        self._head_weights = assignment.sum(axis=1)
-
-        store = RowStore(budget)
-        try:
-            chunks = self._prediction_chunks(teacher, [X_teacher, _like(synthetic, X_teacher)])
-            targets1, targets2 = self._collect_targets(chunks, len(X_student), assignment, y, store)
-            targets1["weight"] = targets2["weight"] = weight.astype(np.float32)
-            self._train(teacher, X_student, n_real, targets1, targets2, rng, seed)
-        finally:
-            store.close()
-        # The split holds the validation rows and their targets: not needed once trained,
-        # and most of the student's pickled size.
-        self.net_.train_split = None
-        return self
-
-    def _train(self, teacher, X_student, n_real, targets1, targets2, rng, seed):
-        valid_index = self._validation_rows(len(X_student), rng)
-        loc, scale = self._scaling(X_student[:n_real])
-        devices = [torch.device(self.device_).index or 0] if "cuda" in self.device_ else []
+        n_train = len(transfer) if valid_index is None else int(np.sum(~valid_index))
+        loc, scale = input_scaling(transfer.X[: transfer.n_real], self.input_scaling)
+        devices = [torch.device(options.device).index or 0] if "cuda" in options.device else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+            torch.manual_seed(options.seed)
             module = HydraModule(
                 loc,
                 scale,
                 tuple(self.body_layer_sizes),
                 tuple(self.head_layer_sizes),
-                self._n_outputs(teacher),
+                encoding.n_outputs,
                 n_heads=1,
-                body=self._make_body(),
-                input_shape=self.input_shape_,
+                body=make_body(self.body, self.body_params),
+                input_shape=transfer.X.shape[1:],
             )
-            self.net_ = train_two_phase(
+            return train_two_phase(
                 module,
-                self._criterion(),
-                X_student,
-                targets1,
-                targets2,
-                n_heads=self.n_heads_,
+                encoding.criterion(),
+                transfer.X,
+                targets,
+                n_heads=n_heads,
                 phase1_epochs=self.phase1_epochs,
-                phase2_epochs=self.max_epochs,
+                phase2_epochs=options.phase2_epochs,
                 lr=self.lr,
                 weight_decay=self.weight_decay,
-                batch_size=self._batch_size(
-                    int(np.sum(~valid_index)) if valid_index is not None else len(X_student)
-                ),
+                batch_size=self._batch_size(n_train),
                 valid_index=valid_index,
                 n_iter_no_change=self.n_iter_no_change,
-                device=self.device_,
-                seed=seed,
+                device=options.device,
+                seed=options.seed,
                 verbose=self.verbose,
                 callbacks=self.callbacks,
                 skorch_params=self.skorch_params,
@@ -370,201 +286,20 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
                 accelerator=self.accelerator,
             )
 
-    def without_teacher(self):
-        """Return a copy of the fitted student that no longer holds the ensemble.
-
-        The copy predicts exactly like ``self`` (``predict``, ``predict_members``,
-        ``predict_uncertainty``...) but keeps only what prediction needs: the
-        trained network and, for a Pipeline teacher, its preprocessing steps.
-        Pickle or ``joblib.dump`` it to serve the student without shipping the
-        ensemble. Its ``ensemble`` parameter and ``ensemble_`` are None, so
-        refitting the copy fits the default ensemble; refit the original
-        instead. The network object is shared with ``self``.
-
-        Returns
-        -------
-        student : estimator
-            A fitted estimator of the same class.
-
-        Examples
-        --------
-        >>> import pickle
-        >>> from sklearn.datasets import load_iris
-        >>> from sklearn.ensemble import RandomForestClassifier
-        >>> from skhydra import HydraDistilledClassifier
-        >>> X, y = load_iris(return_X_y=True)
-        >>> forest = RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y)
-        >>> hydra = HydraDistilledClassifier(
-        ...     forest, body_layer_sizes=(16,), phase1_epochs=5, max_epochs=5, random_state=0
-        ... ).fit(X)
-        >>> served = pickle.loads(pickle.dumps(hydra.without_teacher()))
-        >>> bool((served.predict_proba(X) == hydra.predict_proba(X)).all())
-        True
-        >>> len(pickle.dumps(served)) < len(pickle.dumps(hydra))
-        True
-        """
-        check_is_fitted(self)
-        student = copy.copy(self)
-        student.ensemble = None
-        student.ensemble_ = None
-        student._teacher = replace(
-            self._teacher, ensemble=None, members=[], preprocessor=self._teacher.preprocessor
-        )
-        return student
-
-    # -- teacher predictions and head targets --------------------------------
-
-    def _prediction_chunks(self, teacher, parts):
-        """Chunks ``(start, stop, predictions)`` over the rows of ``parts`` in turn."""
-        offset = 0
-        for rows in parts:
-            n = rows.shape[0]
-            if n == 0:
-                continue
-            if self.memory is None:
-                chunks = iter_member_predictions(teacher, rows, n_jobs=self.n_jobs)
-            else:
-                chunks = _cached_chunks(_check_memory(self.memory), teacher, rows, self.n_jobs)
-            for start, stop, chunk in chunks:
-                yield offset + start, offset + stop, chunk
-            offset += n
-
-    def _collect_targets(self, chunks, n_rows, assignment, y, store):
-        """Head targets of every row, built chunk by chunk into ``store``."""
-        self._prepare_targets(y)
-        targets = None
-        for start, stop, predictions in chunks:
-            parts = self._targets_chunk(
-                predictions, assignment, None if y is None else y[start:stop]
-            )
-            if targets is None:
-                targets = tuple(
-                    {k: store.empty((n_rows, *v.shape[1:]), v.dtype) for k, v in part.items()}
-                    for part in parts
-                )
-            for stored, part in zip(targets, parts, strict=True):
-                for key, value in part.items():
-                    stored[key][start:stop] = value
-        self._finish_targets(*targets, y)
-        return targets
-
-    def _prepare_targets(self, y):
-        """Hook run before the first chunk of targets."""
-
-    def _finish_targets(self, targets1, targets2, y):
-        """Hook run on the complete targets (in place)."""
-
-    # -- helpers shared by fit and predict ------------------------------------
-
-    def _classes_hint(self, y):
-        return None
-
-    def _assignment(self, member_weights):
-        """Matrix (n_heads, n_members) of normalised member weights per head.
-
-        Member ``m`` is distilled into head ``m % n_heads``; a head's target
-        is the weighted mixture of its members, and its weight in the
-        student's mixture is the sum of its members' weights.
-        """
-        m, h = self.n_members_, self.n_heads_
-        w = np.full(m, 1.0 / m) if member_weights is None else member_weights
-        assignment = np.zeros((h, m))
-        assignment[np.arange(m) % h, np.arange(m)] = w
-        return assignment
-
-    def _scaling(self, X):
-        """Location and scale of the input standardisation, per ``input_scaling``."""
-        mode = self.input_scaling
-        if mode == "auto":
-            mode = "feature" if X.ndim == 2 else "channel"
-        if mode is None:
-            return np.zeros((), np.float32), np.ones((), np.float32)
-        if mode == "feature":
-            axes = (0,)
-        elif mode == "channel":
-            axes = (0, *range(2, X.ndim))
-        else:
-            axes = tuple(range(X.ndim))
-        loc = X.mean(axis=axes, dtype=np.float64, keepdims=True)[0]
-        scale = X.std(axis=axes, dtype=np.float64, keepdims=True)[0]
-        scale[scale < 1e-12] = 1.0
-        return loc.astype(np.float32), scale.astype(np.float32)
-
-    def _make_body(self):
-        """A fresh custom body, or None for the MLP."""
-        body, params = self.body, self.body_params or {}
-        if body is None:
-            if params:
-                raise ValueError(
-                    f"body_params {sorted(params)} were given without a body class; they are "
-                    "constructor arguments of body=."
-                )
-            return None
-        if isinstance(body, type):
-            if not issubclass(body, torch.nn.Module):
-                raise TypeError(
-                    f"body must be a torch.nn.Module class or instance, got the class "
-                    f"{body.__name__}."
-                )
-            try:
-                return body(**params)
-            except TypeError as exc:
-                raise TypeError(
-                    f"Could not build the body {body.__name__}(**body_params) with "
-                    f"body_params={params!r}: {exc}"
-                ) from exc
-        if params:
-            raise ValueError(
-                f"body_params {sorted(params)} apply to a body class, but body is an "
-                f"instance of {type(body).__name__}; pass the class, or no body_params."
-            )
-        return copy.deepcopy(body)
-
-    def get_params(self, deep=True):
-        """Get parameters for this estimator.
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Also return the parameters of contained objects, and each entry of
-            ``body_params`` as ``body__<name>``.
-
-        Returns
-        -------
-        params : dict
-            Parameter names mapped to their values.
-        """
-        params = super().get_params(deep=deep)
-        if deep and isinstance(self.body_params, dict):
-            for key, value in self.body_params.items():
-                params[f"body__{key}"] = value
-        return params
-
-    def set_params(self, **params):
-        """Set the parameters of this estimator.
-
-        ``body__<name>=value`` sets the entry ``name`` of ``body_params`` (a
-        constructor argument of the ``body`` class), so searches can tune it.
-
-        Parameters
-        ----------
-        **params : dict
-            Estimator parameters.
-
-        Returns
-        -------
-        self : estimator instance
-            Estimator instance.
-        """
-        body_args = {
-            k[len("body__") :]: params.pop(k) for k in list(params) if k.startswith("body__")
-        }
-        if body_args:
-            merged = params.pop("body_params", self.body_params)
-            merged = dict(merged) if isinstance(merged, dict) else {}
-            merged.update(body_args)
-            params["body_params"] = merged
-        return super().set_params(**params)
+    def _set_fitted(self, ensemble, teacher, heads, encoding, net, X_student, device):
+        """Every fitted attribute, in one place."""
+        self.ensemble_ = ensemble
+        self.teacher_ = teacher
+        self.n_members_ = teacher.n_members
+        self.n_heads_ = len(heads.head_weights)
+        self.member_heads_ = heads.member_heads
+        self.head_weights_ = heads.head_weights
+        self.target_encoding_ = encoding
+        self.input_shape_ = X_student.shape[1:]
+        self.net_ = net
+        self.device_ = device
+        if self._task == "classifier":
+            self.classes_ = teacher.classes_
 
     def _batch_size(self, n_train):
         if self.batch_size != "auto":
@@ -572,25 +307,12 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         # About 16 steps per epoch on small data, 256 rows per step on large data.
         return int(np.clip(n_train // 16, 16, 256))
 
-    def _validation_rows(self, n_rows, rng):
-        if not self.early_stopping:
-            return None
-        n_valid = int(np.floor(self.validation_fraction * n_rows))
-        if n_valid < 2 or n_rows - n_valid < 2:
-            return None
-        index = np.zeros(n_rows, dtype=bool)
-        index[rng.choice(n_rows, size=n_valid, replace=False)] = True
-        return index
+    # -- input ----------------------------------------------------------------
 
     def _validate_numeric(self, X, reset):
         try:
             return validate_data(
-                self,
-                X,
-                reset=reset,
-                dtype=np.float32,
-                ensure_min_samples=1,
-                allow_nd=True,
+                self, X, reset=reset, dtype=np.float32, ensure_min_samples=1, allow_nd=True
             )
         except (ValueError, TypeError) as exc:
             if isinstance(X, pd.DataFrame):
@@ -619,9 +341,9 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
 
     def _student_input(self, X):
         check_is_fitted(self)
-        if self._teacher.preprocessor is not None:
+        if self.teacher_.preprocessor is not None:
             validate_data(self, X, reset=False, skip_check_array=True)
-            return self._student_array(self._teacher.transform(X))
+            return self._student_array(self.teacher_.transform(X))
         X = _writable(self._validate_numeric(X, reset=False))
         if X.shape[1:] != self.input_shape_:
             raise ValueError(
@@ -630,24 +352,71 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
             )
         return X
 
-    def _forward(self, X):
-        """Raw head outputs, a CPU tensor of shape (n_samples, n_heads, n_outputs)."""
-        return torch.cat(list(self._forward_chunks(X)))
+    def _head_outputs(self, X):
+        """Raw head outputs block by block: CPU float32 tensors (rows, n_heads, n_outputs).
 
-    def _forward_chunks(self, X):
-        """Raw head outputs batch by batch (CPU tensors), without the whole array.
-
-        ``X`` is checked now; the batches are computed as they are consumed.
+        ``X`` is checked when this is called; the blocks are computed as they
+        are consumed, without the student's training machinery.
         """
         X = self._student_input(X)
+        module = self.net_.module_
+        device = next(module.parameters()).device
+        autocast = torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"
+        )
 
-        def batches():
-            with torch.no_grad():
-                yield from self.net_.forward_iter(X)
+        def blocks():
+            module.eval()
+            with torch.inference_mode(), autocast:
+                for start in range(0, len(X), PREDICT_ROWS):
+                    block = torch.as_tensor(X[start : start + PREDICT_ROWS], device=device)
+                    yield module(block).float().cpu()
 
-        return batches()
+        return blocks()
 
-    # -- scikit-learn protocol ---------------------------------------------
+    # -- serving --------------------------------------------------------------
+
+    def without_teacher(self):
+        """Return a copy of the fitted student that no longer holds the ensemble.
+
+        The copy predicts exactly like ``self`` (``predict``, ``predict_members``,
+        ``predict_uncertainty``...) but keeps only what prediction needs: the
+        trained network and, for a Pipeline teacher, its preprocessing steps.
+        Pickle or ``joblib.dump`` it to serve the student without shipping the
+        ensemble. Its ``ensemble`` parameter and ``ensemble_`` are None, so
+        refitting the copy fits the default ensemble; refit the original
+        instead. The network object is shared with ``self``.
+
+        Returns
+        -------
+        student : estimator
+            A fitted estimator of the same class.
+
+        Examples
+        --------
+        >>> import pickle
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.ensemble import RandomForestClassifier
+        >>> from skhydra import HydraDistilledClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> forest = RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y)
+        >>> hydra = HydraDistilledClassifier(
+        ...     forest, body_layer_sizes=(16,), phase1_epochs=5, max_epochs=10, random_state=0
+        ... ).fit(X)
+        >>> served = pickle.loads(pickle.dumps(hydra.without_teacher()))
+        >>> bool((served.predict_proba(X) == hydra.predict_proba(X)).all())
+        True
+        >>> len(pickle.dumps(served)) < len(pickle.dumps(hydra))
+        True
+        """
+        check_is_fitted(self)
+        student = copy.copy(self)
+        student.ensemble = None
+        student.ensemble_ = None
+        student.teacher_ = replace(self.teacher_, ensemble=None, members=())
+        return student
+
+    # -- scikit-learn protocol ----------------------------------------------
 
     def __sklearn_clone__(self):
         # A fitted ensemble is shared, not cloned: searches and cross-validation
@@ -655,7 +424,7 @@ class BaseHydra(BaseEstimator, metaclass=ABCMeta):
         params = self.get_params(deep=False)
         ensemble = params.pop("ensemble")
         try:
-            keep = ensemble is not None and _is_fitted(ensemble)
+            keep = ensemble is not None and is_fitted(ensemble)
         except ValueError:
             keep = False
         params = {k: clone(v, safe=False) for k, v in params.items()}

@@ -1,14 +1,16 @@
 """HydraDistilledRegressor: an ensemble of regressors distilled into one network."""
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.base import RegressorMixin
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.utils.validation import check_array, column_or_1d
 
 from ._base import BaseHydra
-from ._docs import fill
+from ._params import declare_parameters
 from .losses import GaussianDistillationLoss
 from .nn import gaussian_parameters
 from .uncertainty import regression_uncertainty, uncertainty_frame
@@ -18,26 +20,80 @@ __all__ = ["HydraDistilledRegressor"]
 #: Variance floor of the heads, in standardised target units.
 MIN_VARIANCE = 1e-6
 
+#: Real rows whose ensemble mean fixes the target standardisation when fit gets no y.
+_SCALING_ROWS = 8192
 
-def _group_moments(means, variances, assignment):
-    """Moment-matched Gaussian of each head's members.
 
-    ``means``/``variances`` (N, M) and ``assignment`` (H, M) give the mean
-    (N, H) and variance (N, H) of each head's mixture; NaN variances stay NaN.
+@dataclass(frozen=True)
+class GaussianTargets:
+    """Regression targets: each head's moment-matched Gaussian, in standardised units.
+
+    Targets are ``(value - loc) / scale`` so that the heads learn numbers of
+    order one whatever the scale of ``y``; :meth:`decode` maps head outputs
+    back to the units of ``y``.
+
+    Parameters
+    ----------
+    loc, scale : float
+        The standardisation: the mean and standard deviation of ``y`` (or of
+        the ensemble's mean prediction when fit gets no ``y``).
+    aleatoric_known : bool
+        Whether the heads' variances mean anything: the members predict
+        variances, or ``y`` was given to learn them from residuals.
     """
-    a = assignment / assignment.sum(axis=1, keepdims=True)
-    mean = means @ a.T
-    second = (variances + means**2) @ a.T
-    return mean, second - mean**2
+
+    loc: float
+    scale: float
+    aleatoric_known: bool
+
+    n_outputs = 2
+
+    def encode(self, predictions, heads, y):
+        """Targets of a chunk: ``mean`` and ``var`` (n, heads), ``y`` (n,), float32."""
+        means, variances = predictions
+        means = (means - self.loc) / self.scale
+        variances = variances / self.scale**2
+        second = variances + means**2
+        phase1 = (heads.mean_target(means), heads.mean_target(second))
+        phase1 = (phase1[0], phase1[1] - phase1[0] ** 2)
+        if heads.one_member_per_head:
+            phase2 = (means, variances)
+        else:
+            mean = heads.head_targets(means)
+            phase2 = (mean, heads.head_targets(second) - mean**2)
+        y = np.full(len(means), np.nan) if y is None else (y - self.loc) / self.scale
+        return tuple(
+            {"mean": m.astype(np.float32), "var": v.astype(np.float32), "y": y.astype(np.float32)}
+            for m, v in (phase1, phase2)
+        )
+
+    def decode(self, outputs):
+        """Head outputs (n, heads, 2) -> means and variances (n, heads) in units of ``y``."""
+        mean, variance = gaussian_parameters(outputs, MIN_VARIANCE)
+        means = mean.numpy().astype(np.float64) * self.scale + self.loc
+        variances = variance.numpy().astype(np.float64) * self.scale**2
+        if not self.aleatoric_known:
+            variances = np.full_like(variances, np.nan)
+        return means, variances
+
+    def criterion(self):
+        return GaussianDistillationLoss(MIN_VARIANCE)
 
 
-def _map_rows(array, func, chunk=65536):
-    """``array[:] = func(array)`` one block of rows at a time (works on disk arrays)."""
-    for start in range(0, len(array), chunk):
-        stop = min(start + chunk, len(array))
-        array[start:stop] = func(array[start:stop].astype(np.float64))
+_ENSEMBLE_DOC = """ensemble : object, default=None
+        The teacher: a fitted random forest, extra trees, bagging or voting
+        regressor, a list of fitted regressors (scikit-learn, skorch,
+        Pipelines, Hydra regressors), a Pipeline ending in one, a
+        :class:`~sklearn.frozen.FrozenEstimator` around one, or a list of
+        :class:`torch.nn.Module` returning the mean, shape (n,) or (n, 1), or
+        the mean and the **variance** as two columns, shape (n, 2). Members
+        whose ``predict`` accepts ``return_std`` are used as Gaussians. An
+        unfitted ensemble is cloned and fitted on ``(X, y, sample_weight)``;
+        ``None`` fits a random forest of 20 trees. Boosting and stacking are
+        refused."""
 
 
+@declare_parameters(_ENSEMBLE_DOC)
 class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     """Distil an ensemble of regressors into one network that keeps its uncertainty.
 
@@ -59,21 +115,7 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
 
     Parameters
     ----------
-    ensemble : object, default=None
-        The teacher: a fitted random forest, extra trees, bagging or voting
-        regressor, a list of fitted regressors (scikit-learn, skorch,
-        Pipelines, Hydra regressors), a Pipeline ending in one, a
-        :class:`~sklearn.frozen.FrozenEstimator` around one, or a list of
-        :class:`torch.nn.Module` returning the mean, shape (n,) or (n, 1), or
-        the mean and the **variance** as two columns, shape (n, 2). Members
-        whose ``predict`` accepts ``return_std`` are used as Gaussians. An
-        unfitted ensemble is cloned and fitted on ``(X, y, sample_weight)``;
-        ``None`` fits a random forest of 20 trees. Boosting and stacking are
-        refused.
-
-    {architecture}
-
-    {training}
+    {parameters}
 
     Attributes
     ----------
@@ -103,7 +145,7 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     >>> X, y = load_diabetes(return_X_y=True)
     >>> forest = RandomForestRegressor(n_estimators=8, random_state=0).fit(X, y)
     >>> hydra = HydraDistilledRegressor(
-    ...     forest, body_layer_sizes=(32,), phase1_epochs=10, max_epochs=10, random_state=0
+    ...     forest, body_layer_sizes=(32,), phase1_epochs=10, max_epochs=20, random_state=0
     ... ).fit(X, y)
     >>> mean, std = hydra.predict(X[:3], return_std=True)
     >>> mean.shape, bool((std > 0).all())
@@ -122,27 +164,27 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         body=None,
         body_params=None,
         input_scaling="auto",
+        augmentation="noise",
+        augmentation_factor=1.0,
+        noise_scale=0.5,
+        max_epochs=400,
         phase1_epochs=100,
-        max_epochs=300,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size="auto",
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=30,
-        augmentation="noise",
-        augmentation_factor=1.0,
-        noise_scale=0.5,
+        memory_budget="2GB",
+        cache=None,
+        n_jobs=None,
         device="auto",
-        random_state=None,
-        verbose=0,
-        callbacks=None,
-        skorch_params=None,
         precision="float32",
         accelerator=None,
-        memory_budget="2GB",
-        memory=None,
-        n_jobs=None,
+        callbacks=None,
+        skorch_params=None,
+        random_state=None,
+        verbose=0,
     ):
         self.ensemble = ensemble
         self.body_layer_sizes = body_layer_sizes
@@ -151,27 +193,27 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         self.body = body
         self.body_params = body_params
         self.input_scaling = input_scaling
-        self.phase1_epochs = phase1_epochs
+        self.augmentation = augmentation
+        self.augmentation_factor = augmentation_factor
+        self.noise_scale = noise_scale
         self.max_epochs = max_epochs
+        self.phase1_epochs = phase1_epochs
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
-        self.augmentation = augmentation
-        self.augmentation_factor = augmentation_factor
-        self.noise_scale = noise_scale
+        self.memory_budget = memory_budget
+        self.cache = cache
+        self.n_jobs = n_jobs
         self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
-        self.skorch_params = skorch_params
         self.precision = precision
         self.accelerator = accelerator
-        self.memory_budget = memory_budget
-        self.memory = memory
-        self.n_jobs = n_jobs
+        self.callbacks = callbacks
+        self.skorch_params = skorch_params
+        self.random_state = random_state
+        self.verbose = verbose
 
     def predict(self, X, return_std=False):
         """Predict the mean of the heads' mixture, optionally with its std.
@@ -192,10 +234,10 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
             Only with ``return_std=True``.
         """
         means, variances = self.predict_members(X)
-        mean = means @ self._head_weights
+        mean = means @ self.head_weights_
         if not return_std:
             return mean
-        total, _, _ = regression_uncertainty(means, self._known(variances), self._head_weights)
+        total, _, _ = regression_uncertainty(means, self._known(variances), self.head_weights_)
         return mean, np.sqrt(total)
 
     def predict_members(self, X):
@@ -213,12 +255,7 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
             NaN when the aleatoric part is unknown), the student's counterpart
             of :func:`skhydra.ensembles.predict_members`.
         """
-        mean, variance = gaussian_parameters(self._forward(X), MIN_VARIANCE)
-        means = mean.numpy().astype(np.float64) * self._y_scale + self._y_loc
-        variances = variance.numpy().astype(np.float64) * self._y_scale**2
-        if not self._aleatoric_known:
-            variances = np.full_like(variances, np.nan)
-        return means, variances
+        return self.target_encoding_.decode(torch.cat(list(self._head_outputs(X))))
 
     def predict_uncertainty(self, X):
         """Decompose the predictive variance into aleatoric and epistemic parts.
@@ -238,11 +275,11 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
             is a DataFrame.
         """
         means, variances = self.predict_members(X)
-        parts = regression_uncertainty(means, self._known(variances), self._head_weights)
+        parts = regression_uncertainty(means, self._known(variances), self.head_weights_)
         return uncertainty_frame(*parts, index=getattr(X, "index", None))
 
     def _known(self, variances):
-        if self._aleatoric_known:
+        if self.target_encoding_.aleatoric_known:
             return variances
         warnings.warn(
             "The aleatoric uncertainty is unknown (NaN): the ensemble's members predict "
@@ -252,12 +289,12 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         )
         return None
 
-    # -- task hooks ----------------------------------------------------------
+    # -- what differs from classification ---------------------------------------
 
     def _default_ensemble(self):
         return RandomForestRegressor(n_estimators=20, random_state=self.random_state)
 
-    def _check_targets(self, y, fit_ensemble):
+    def _check_y(self, y, fit_ensemble):
         y = np.asarray(y) if not hasattr(y, "to_numpy") else y.to_numpy()
         if y.ndim == 2 and y.shape[1] > 1:
             raise ValueError(
@@ -267,36 +304,15 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         y = column_or_1d(y, warn=True)
         return check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
 
-    def _check_targets_against_teacher(self, y, teacher):
-        pass
-
-    def _prepare_targets(self, y):
-        # Targets are stored shifted by about their mean, so float32 keeps their
-        # precision even when y is far from 0 relative to its spread.
-        self._y_shift = None if y is None else float(np.nanmean(y))
-
-    def _targets_chunk(self, predictions, assignment, y):
-        # In the units of y, shifted; _finish_targets standardises them.
-        means, variances = predictions
-        if self._y_shift is None:
-            self._y_shift = float(np.mean(means @ assignment.sum(axis=0)))
-        shift = self._y_shift
-        y = np.full(len(means), np.nan) if y is None else np.asarray(y, dtype=np.float64)
-        targets = []
-        for a in (assignment.sum(axis=0, keepdims=True), assignment):
-            mean, var = _group_moments(means, variances, a)
-            targets.append(
-                {
-                    "mean": (mean - shift).astype(np.float32),
-                    "var": var.astype(np.float32),
-                    "y": (y - shift).astype(np.float32),
-                }
-            )
-        return targets[0], targets[1]
-
-    def _finish_targets(self, targets1, targets2, y):
-        self._aleatoric_known = self._teacher.has_variance or y is not None
-        if not self._aleatoric_known:
+    def _target_encoding(self, teacher, X_teacher, y):
+        if y is not None:
+            reference = y
+        else:
+            rows = X_teacher.iloc if hasattr(X_teacher, "iloc") else X_teacher
+            means, _ = teacher.predict_members(rows[:_SCALING_ROWS], n_jobs=self.n_jobs)
+            reference = np.average(means, axis=1, weights=teacher.weights)
+        aleatoric_known = teacher.has_variance or y is not None
+        if not aleatoric_known:
             warnings.warn(
                 "The ensemble's members predict no variance and no y was given, so the "
                 "aleatoric uncertainty cannot be learned: predict_uncertainty will report "
@@ -304,26 +320,8 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
                 UserWarning,
                 stacklevel=4,
             )
-        # The ensemble mean is phase 1's target mean.
-        shift = self._y_shift
-        if y is not None:
-            reference = y[np.isfinite(y)].astype(np.float64) - shift
-        else:
-            reference = targets1["mean"][:].ravel().astype(np.float64)
-        offset = float(np.mean(reference))
-        self._y_loc = shift + offset
-        self._y_scale = float(np.std(reference)) or 1.0
-        scale = self._y_scale
-        for targets in (targets1, targets2):
-            _map_rows(targets["mean"], lambda a: (a - offset) / scale)
-            _map_rows(targets["var"], lambda a: a / scale**2)
-            _map_rows(targets["y"], lambda a: (a - offset) / scale)
-
-    def _criterion(self):
-        return GaussianDistillationLoss(MIN_VARIANCE)
-
-    def _n_outputs(self, teacher):
-        return 2
-
-
-HydraDistilledRegressor.__doc__ = fill(HydraDistilledRegressor.__doc__)
+        return GaussianTargets(
+            loc=float(np.mean(reference)),
+            scale=float(np.std(reference)) or 1.0,
+            aleatoric_known=aleatoric_known,
+        )

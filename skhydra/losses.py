@@ -12,11 +12,38 @@ from torch.nn import functional as F
 
 from .nn import gaussian_parameters
 
-__all__ = ["GaussianDistillationLoss", "TemperedKLLoss", "gaussian_kl"]
+__all__ = ["GaussianDistillationLoss", "TemperedKLLoss", "gaussian_kl", "tempered_log_softmax"]
 
 
 def _weighted_mean(per_row, weight):
     return (per_row * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def tempered_log_softmax(scores, temperature):
+    """``log softmax(scores / T)`` along the last axis.
+
+    The one tempering of Hydra classification: of the members' log-probabilities
+    (the head targets) and of the student's logits (in the loss).
+
+    Parameters
+    ----------
+    scores : torch.Tensor of shape (..., n_classes)
+        Logits or log-probabilities.
+    temperature : float
+        Distillation temperature ``T``.
+
+    Returns
+    -------
+    torch.Tensor of shape (..., n_classes)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.losses import tempered_log_softmax
+    >>> tempered_log_softmax(torch.tensor([0.8, 0.2]).log(), 2.0).exp()  # softmax(log p / 2)
+    tensor([0.6667, 0.3333])
+    """
+    return F.log_softmax(scores / temperature, dim=-1)
 
 
 class TemperedKLLoss(nn.Module):
@@ -51,7 +78,7 @@ class TemperedKLLoss(nn.Module):
 
     def forward(self, y_pred, y_true):
         target = y_true["target"]
-        log_q = F.log_softmax(y_pred / self.temperature, dim=-1)
+        log_q = tempered_log_softmax(y_pred, self.temperature)
         kl = (torch.xlogy(target, target) - target * log_q).sum(dim=-1)
         per_row = kl.mean(dim=1) * self.temperature**2
         return _weighted_mean(per_row, y_true["weight"])

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 from scipy import stats
-from scipy.special import ndtr, ndtri
-from sklearn.metrics import log_loss, roc_auc_score
+from scipy.special import logsumexp, ndtr, ndtri, rel_entr
+from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 
 __all__ = [
     "agreement",
@@ -86,6 +86,9 @@ def negative_log_likelihood(y_true, proba, *, classes=None):
 def brier_score(y_true, proba, *, classes=None):
     """Multiclass Brier score: mean over rows of ``sum_c (p_c - 1[y = c])^2``.
 
+    :func:`sklearn.metrics.brier_score_loss` without its halving of the
+    binary case, so binary and multiclass scores are on one scale.
+
     Parameters
     ----------
     y_true : array-like of shape (n_samples,)
@@ -103,9 +106,9 @@ def brier_score(y_true, proba, *, classes=None):
     0.25
     """
     p = _proba(proba)
-    onehot = np.zeros_like(p)
-    onehot[np.arange(len(p)), _label_index(y_true, classes, p.shape[1])] = 1.0
-    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+    labels = np.arange(p.shape[1]) if classes is None else np.asarray(classes)
+    _label_index(y_true, labels, p.shape[1])  # the same error as the other metrics
+    return float(brier_score_loss(y_true, p, labels=labels, scale_by_half=False))
 
 
 def expected_calibration_error(y_true, proba, *, classes=None, n_bins=15):
@@ -179,7 +182,7 @@ def agreement(teacher_proba, student_proba):
     0.5
     """
     t, s = _proba(teacher_proba), _proba(student_proba)
-    return float(np.mean(t.argmax(axis=1) == s.argmax(axis=1)))
+    return float(accuracy_score(t.argmax(axis=1), s.argmax(axis=1)))
 
 
 def kl_to_teacher(teacher_proba, student_proba, eps=1e-12):
@@ -192,9 +195,7 @@ def kl_to_teacher(teacher_proba, student_proba, eps=1e-12):
     0.0
     """
     t, s = _proba(teacher_proba), _proba(student_proba)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(t > 0, t * (np.log(t) - np.log(np.maximum(s, eps))), 0.0)
-    return float(np.mean(terms.sum(axis=1)))
+    return float(np.mean(rel_entr(t, np.maximum(s, eps)).sum(axis=1)))
 
 
 def uncertainty_spearman(teacher_uncertainty, student_uncertainty):
@@ -268,10 +269,7 @@ def gaussian_mixture_nll(y_true, means, variances, weights=None):
     mu, var, w = _mixture(means, variances, weights)
     y = np.asarray(y_true, dtype=np.float64).reshape(-1, 1)
     log_pdf = -0.5 * (np.log(2 * np.pi * var) + (y - mu) ** 2 / var)
-    a = log_pdf + np.log(w)
-    top = a.max(axis=1, keepdims=True)
-    log_mix = top[:, 0] + np.log(np.exp(a - top).sum(axis=1))
-    return float(-np.mean(log_mix))
+    return float(-np.mean(logsumexp(log_pdf, b=w, axis=1)))
 
 
 def crps_gaussian_mixture(y_true, means, variances, weights=None):

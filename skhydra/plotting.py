@@ -35,6 +35,16 @@ def _axes(ax):
     return ax, ax.figure
 
 
+class _Display:
+    """The scaffolding every display's ``plot`` starts with."""
+
+    def _start_plot(self, ax, name, metric):
+        """Create or take the axes; return the legend label ``name (metric)``."""
+        self.ax_, self.figure_ = _axes(ax)
+        name = self.name if name is None else name
+        return metric if name is None else f"{name} ({metric})"
+
+
 def _scores(values, name):
     values = check_array(values, ensure_2d=False, dtype=np.float64, input_name=name)
     if values.ndim == 2 and values.shape[1] == 1:
@@ -62,7 +72,7 @@ def _teacher_uncertainty(student, X, kind):
     return _uncertainty(*teacher_view(student, X, hint="; pass teacher="), kind)
 
 
-class UncertaintyComparisonDisplay:
+class UncertaintyComparisonDisplay(_Display):
     """Scatter of a student's uncertainty against its teacher's, row by row.
 
     Points on the line ``y = x`` are rows where the student reports exactly the
@@ -141,10 +151,7 @@ class UncertaintyComparisonDisplay:
         display : UncertaintyComparisonDisplay
             ``self``, with the artists set.
         """
-        self.ax_, self.figure_ = _axes(ax)
-        name = self.name if name is None else name
-        label = f"Spearman = {self.spearman:.3f}"
-        label = label if name is None else f"{name} ({label})"
+        label = self._start_plot(ax, name, f"Spearman = {self.spearman:.3f}")
         style = {"s": 10, "label": label, **kwargs}
         teacher, student = self.teacher_uncertainty, self.student_uncertainty
         self.scatter_ = self.ax_.scatter(teacher, student, **style)
@@ -240,7 +247,7 @@ class UncertaintyComparisonDisplay:
         return disp.plot(ax=ax, **kwargs)
 
 
-class UncertaintyShiftDisplay:
+class UncertaintyShiftDisplay(_Display):
     """Histograms of an uncertainty score on in-domain and out-of-distribution rows.
 
     A model that knows what it does not know reports more (epistemic)
@@ -319,14 +326,12 @@ class UncertaintyShiftDisplay:
         display : UncertaintyShiftDisplay
             ``self``, with the artists set.
         """
-        self.ax_, self.figure_ = _axes(ax)
-        name = self.name if name is None else name
+        title = self._start_plot(ax, name, f"AUROC = {self.auroc:.3f}")
         edges = np.histogram_bin_edges(np.r_[self.score_in, self.score_out], bins=bins)
         style = {"bins": edges, "density": True, "alpha": 0.5, **kwargs}
         self.hist_in_ = self.ax_.hist(self.score_in, label="In-domain", **style)[2]
         self.hist_out_ = self.ax_.hist(self.score_out, label="Out-of-distribution", **style)[2]
-        title = f"AUROC = {self.auroc:.3f}"
-        self.ax_.legend(title=title if name is None else f"{name} ({title})")
+        self.ax_.legend(title=title)
         self.ax_.set(xlabel=f"{self.kind.capitalize()} uncertainty", ylabel="Density")
         return self
 
@@ -395,7 +400,7 @@ class UncertaintyShiftDisplay:
         return disp.plot(ax=ax, **kwargs)
 
 
-class ReliabilityDisplay:
+class ReliabilityDisplay(_Display):
     """Multiclass reliability diagram of the top-class confidence.
 
     Rows are binned by their highest probability into ``n_bins`` equal-width
@@ -472,10 +477,7 @@ class ReliabilityDisplay:
         display : ReliabilityDisplay
             ``self``, with the artists set.
         """
-        self.ax_, self.figure_ = _axes(ax)
-        name = self.name if name is None else name
-        label = f"ECE = {self.ece:.3f}"
-        label = label if name is None else f"{name} ({label})"
+        label = self._start_plot(ax, name, f"ECE = {self.ece:.3f}")
         ref_label = "Perfectly calibrated"
         if ref_label not in self.ax_.get_legend_handles_labels()[1]:
             self.ax_.plot([0, 1], [0, 1], "k:", label=ref_label)

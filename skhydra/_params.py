@@ -1,0 +1,394 @@
+"""The estimators' parameters, declared once: constraints and documentation.
+
+Each parameter is one :class:`Param` in :data:`PARAMS`, in signature order;
+the estimators' ``_parameter_constraints`` and the "Parameters" and
+"Attributes" sections of their docstrings are built from it (a test checks
+that every ``__init__`` signature matches it).
+"""
+
+import inspect
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
+
+from ._storage import parse_bytes
+
+__all__ = ["PARAMS", "Param", "declare_parameters"]
+
+
+class _Satisfying(Options):
+    """A constraint given by a predicate.
+
+    scikit-learn's parameter validation takes only its own constraint types;
+    this one subclasses ``Options`` to carry a predicate and a description.
+    """
+
+    def __init__(self, predicate, description):
+        super().__init__(object, set())
+        self.predicate = predicate
+        self.description = description
+
+    def is_satisfied_by(self, val):
+        return self.predicate(val)
+
+    def __str__(self):
+        return self.description
+
+
+def _is_sizes(value):
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in value
+    )
+
+
+def _is_byte_string(value):
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_bytes(value)
+    except ValueError:
+        return False
+    return True
+
+
+_SIZES = _Satisfying(_is_sizes, "a tuple of positive ints")
+_BYTES = _Satisfying(_is_byte_string, "a str such as '2GB' or '512MiB'")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One constructor parameter: its constraints and its numpydoc entry."""
+
+    name: str
+    constraints: object  # a list of constraints, or "no_validation"
+    doc: str
+
+
+PARAMS = [
+    Param("ensemble", "no_validation", ""),  # documented by each estimator
+    Param(
+        "body_layer_sizes",
+        [_SIZES],
+        """body_layer_sizes : tuple of int, default=(256, 256)
+        Widths of the hidden layers of the shared MLP body (ReLU). ``()``
+        feeds the standardised input straight to the heads.""",
+    ),
+    Param(
+        "head_layer_sizes",
+        [_SIZES],
+        """head_layer_sizes : tuple of int, default=()
+        Hidden widths inside each head. ``()`` makes each head one linear
+        layer, the lightest choice; all heads run as one batched operation.""",
+    ),
+    Param(
+        "n_heads",
+        [Interval(Integral, 1, None, closed="left"), None],
+        """n_heads : int, default=None
+        Number of heads. ``None`` gives one head per member. With fewer heads
+        than members, member ``m`` is assigned to head ``m % n_heads``
+        (``member_heads_``) and each head imitates the (weighted) mixture of
+        its members. ``n_heads=1`` is plain knowledge distillation (no
+        epistemic uncertainty).""",
+    ),
+    Param(
+        "body",
+        [None, type, torch.nn.Module],
+        """body : torch.nn.Module class or instance, default=None
+        A custom shared body used instead of the MLP (``body_layer_sizes`` is
+        then ignored), e.g. a small CNN for images. A class is instantiated
+        with ``body_params`` at each fit (seeded by ``random_state``); an
+        instance is deep-copied and trained from its current weights. The body
+        maps the scaled input batch ``(N, ...)`` to features ``(N, ...)``,
+        flattened to ``(N, D)`` for the heads; ``D`` is inferred from one
+        forward pass. With a custom body ``X`` may have more than two
+        dimensions, e.g. images ``(n_samples, channels, height, width)``.""",
+    ),
+    Param(
+        "body_params",
+        [dict, None],
+        """body_params : dict, default=None
+        Constructor arguments of a ``body`` class. Each is also a parameter
+        ``body__<name>`` of the estimator (``get_params`` / ``set_params``),
+        so ``GridSearchCV`` can search it, as with skorch's ``module__``.""",
+    ),
+    Param(
+        "input_scaling",
+        [StrOptions({"auto", "feature", "channel", "global"}), None],
+        """input_scaling : {"auto", "feature", "channel", "global"} or None, default="auto"
+        Standardisation of the input inside the student, from the transfer
+        rows. ``"feature"``: every input value by its own mean and standard
+        deviation; ``"channel"``: one mean and standard deviation per index of
+        axis 1 (image channels); ``"global"``: one for all values; ``None``:
+        the input unchanged. ``"auto"`` is ``"feature"`` for 2-D ``X`` and
+        ``"channel"`` for ``X`` of more dimensions.""",
+    ),
+    Param(
+        "temperature",
+        [Interval(Real, 0, None, closed="neither")],
+        """temperature : float, default=4.0
+        Distillation temperature ``T`` of the per-head KL divergence,
+        ``T^2 / M * sum_m KL(softmax(log p_m / T) || softmax(z_m / T))``.
+        ``T > 1`` softens the members' probabilities and weighs the smaller
+        classes more; predictions always use ``T = 1``.""",
+    ),
+    Param(
+        "augmentation",
+        [StrOptions({"noise", "mixup"}), None],
+        """augmentation : {"noise", "mixup"} or None, default="noise"
+        Synthetic transfer rows, labelled by the ensemble, added to ``X``.
+        Members agree on the rows they were fitted on; points around them are
+        where members disagree, so augmentation is how the student learns the
+        ensemble's disagreement. ``"noise"``: a random row plus Gaussian noise
+        of ``noise_scale`` per-feature standard deviations. ``"mixup"``: a
+        random convex combination of two random rows. ``None``: ``X`` only.""",
+    ),
+    Param(
+        "augmentation_factor",
+        [Interval(Real, 0, None, closed="left")],
+        """augmentation_factor : float, default=1.0
+        Synthetic rows per row of ``X``.""",
+    ),
+    Param(
+        "noise_scale",
+        [Interval(Real, 0, None, closed="left")],
+        """noise_scale : float, default=0.5
+        Standard deviation of the ``"noise"`` augmentation in standardised
+        units.""",
+    ),
+    Param(
+        "max_epochs",
+        [Interval(Integral, 0, None, closed="left")],
+        """max_epochs : int, default=400
+        Most epochs of the whole fit, both phases together (skorch's
+        meaning): ``phase1_epochs`` of them go to phase 1, the rest to phase
+        2. Early stopping may end each phase sooner.""",
+    ),
+    Param(
+        "phase1_epochs",
+        [Interval(Integral, 0, None, closed="left")],
+        """phase1_epochs : int, default=100
+        Most epochs of phase 1, where the body and a single "Hinton head"
+        learn the ensemble's mean prediction; at most ``max_epochs``. Phase 2
+        then copies that head into every head and trains head ``m`` against
+        member ``m`` for up to ``max_epochs - phase1_epochs`` epochs.""",
+    ),
+    Param(
+        "lr",
+        [Interval(Real, 0, None, closed="neither")],
+        """lr : float, default=1e-3
+        Learning rate of AdamW (a fresh optimiser in each phase).""",
+    ),
+    Param(
+        "weight_decay",
+        [Interval(Real, 0, None, closed="left")],
+        """weight_decay : float, default=1e-4
+        AdamW's decoupled weight decay.""",
+    ),
+    Param(
+        "batch_size",
+        [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        """batch_size : int or "auto", default="auto"
+        Rows per training batch. ``"auto"`` uses ``n_train // 16`` clipped to
+        [16, 256]: about 16 steps per epoch on small data, batches of 256 on
+        large data.""",
+    ),
+    Param(
+        "early_stopping",
+        ["boolean"],
+        """early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the transfer rows (real and
+        synthetic) and stop each phase when the validation loss has not
+        improved for ``n_iter_no_change`` epochs, restoring the best weights.
+        Ignored, and all rows used, when the hold-out would have fewer than 2
+        rows.""",
+    ),
+    Param(
+        "validation_fraction",
+        [Interval(Real, 0, 1, closed="neither")],
+        """validation_fraction : float, default=0.1
+        Fraction of the transfer rows held out for early stopping.""",
+    ),
+    Param(
+        "n_iter_no_change",
+        [Interval(Integral, 1, None, closed="left")],
+        """n_iter_no_change : int, default=30
+        Patience of early stopping, in epochs.""",
+    ),
+    Param(
+        "memory_budget",
+        [Interval(Integral, 0, None, closed="left"), _BYTES, None],
+        """memory_budget : int, str or None, default="2GB"
+        Bytes of RAM the heads' targets may take during ``fit`` (an int, or a
+        string such as ``"500MB"``, ``"4GiB"``). The ensemble's predictions
+        are computed in chunks of rows; targets beyond the budget are written
+        to files in a temporary folder (under ``$TMPDIR``), read batch by
+        batch while training and deleted when ``fit`` ends. ``None`` keeps
+        everything in RAM.""",
+    ),
+    Param(
+        "cache",
+        [None, str, HasMethods(["cache"])],
+        """cache : str or joblib.Memory, default=None
+        Cache of the ensemble's predictions: a folder path or a
+        :class:`joblib.Memory` (the convention of scikit-learn's
+        ``Pipeline(memory=...)``). A search over the student's parameters then
+        computes the teacher's predictions once per distinct ``X`` rather than
+        once per candidate. Synthetic rows are part of the key, so fix
+        ``random_state`` for cache hits with augmentation. Cached predictions
+        are held whole (memory-mapped when read back from a path).""",
+    ),
+    Param(
+        "n_jobs",
+        [Integral, None],
+        """n_jobs : int, default=None
+        Members predict in parallel over ``n_jobs`` joblib workers (threads,
+        or the backend set with :func:`joblib.parallel_config`, e.g. dask or
+        ray). ``None`` means 1, ``-1`` all processors.""",
+    ),
+    Param(
+        "device",
+        [
+            StrOptions({"auto", "cpu", "cuda"}),
+            _Satisfying(
+                lambda v: isinstance(v, str) and v.startswith("cuda:") and v[5:].isdigit(),
+                "a str 'cuda:<index>'",
+            ),
+        ],
+        """device : str, default="auto"
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+        ``"cuda:<index>"``. Asking for CUDA without a GPU is an error. The
+        device used is recorded in ``device_``.""",
+    ),
+    Param(
+        "precision",
+        [StrOptions({"float32", "bfloat16"})],
+        """precision : {"float32", "bfloat16"}, default="float32"
+        Precision of the student's forward pass. ``"bfloat16"`` runs it under
+        :func:`torch.autocast` (mixed precision: weights, optimiser and losses
+        stay float32).""",
+    ),
+    Param(
+        "accelerator",
+        [None, HasMethods(["prepare", "backward"])],
+        """accelerator : accelerate.Accelerator, default=None
+        Train the student through Hugging Face Accelerate (skorch's
+        :class:`~skorch.hf.AccelerateMixin`), e.g. on several GPUs or nodes
+        with ``accelerate launch``: each process trains on its own share of
+        every epoch's rows. ``device`` is then ignored; the accelerator's
+        device is used.""",
+    ),
+    Param(
+        "callbacks",
+        [list, None],
+        """callbacks : list of skorch callbacks, default=None
+        Extra callbacks for the skorch net (copied for each phase).""",
+    ),
+    Param(
+        "skorch_params",
+        [dict, None],
+        """skorch_params : dict, default=None
+        Other :class:`skorch.NeuralNet` parameters, e.g.
+        ``{"optimizer": torch.optim.SGD, "optimizer__momentum": 0.9}``; not
+        those the estimator sets from its own parameters (``lr``,
+        ``batch_size``, ``max_epochs``, ``device``, ``callbacks``...).""",
+    ),
+    Param(
+        "random_state",
+        ["random_state"],
+        """random_state : int, RandomState instance or None, default=None
+        Seeds the augmentation, the validation split, the initialisation and
+        the shuffling (an unfitted ensemble uses its own ``random_state``). The
+        same integer gives the same predictions on the same CPU.""",
+    ),
+    Param(
+        "verbose",
+        ["verbose"],
+        """verbose : int, default=0
+        ``0`` is silent, ``1`` prints skorch's epoch table for each phase,
+        ``2`` also shows a progress bar per epoch.""",
+    ),
+]
+
+_BY_NAME = {p.name: p for p in PARAMS}
+
+ATTRIBUTES = """ensemble_ : object
+        The fitted ensemble: ``ensemble`` itself when it was fitted (never
+        refit or modified), else the clone fitted in ``fit``.
+
+    teacher_ : skhydra.ensembles.Teacher
+        The resolved ensemble: its members, classes, weights and
+        preprocessing.
+
+    n_members_ : int
+        Number of members of the ensemble.
+
+    n_heads_ : int
+        Number of heads of the student.
+
+    member_heads_ : ndarray of shape (n_members_,)
+        The head each member is distilled into (``m % n_heads_``).
+
+    head_weights_ : ndarray of shape (n_heads_,)
+        Weight of each head in the student's mixture: the summed weights of
+        its members (equal weights unless a voting ensemble weighs them).
+
+    target_encoding_ : object
+        How the ensemble's predictions were turned into head targets (and
+        how head outputs are read back).
+
+    n_features_in_ : int
+        Number of features seen during ``fit``: ``X.shape[1]``, which for
+        input of more than two dimensions is scikit-learn's convention for
+        the size of axis 1 (e.g. image channels).
+
+    input_shape_ : tuple of int
+        Shape of one student input row seen during ``fit`` (``(n_features,)``
+        for tables, e.g. ``(channels, height, width)`` for images).
+
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
+        Names of the features seen during ``fit``, when ``X`` has string
+        column names.
+
+    net_ : skorch.NeuralNet
+        The trained student; ``net_.module_`` is a
+        :class:`skhydra.nn.HydraModule` and ``net_.history`` the epoch log of
+        both phases.
+
+    device_ : str
+        The torch device the student was trained on."""
+
+
+def _names(cls):
+    return list(inspect.signature(cls.__init__).parameters)[1:]
+
+
+def declare_parameters(ensemble_doc):
+    """Class decorator: constraints and parameter docs from :data:`PARAMS`.
+
+    Sets ``cls._parameter_constraints`` and fills ``{parameters}`` and
+    ``{attributes}`` in the class docstring, both following the order of
+    ``cls.__init__``'s signature.
+
+    Parameters
+    ----------
+    ensemble_doc : str
+        The class's own numpydoc entry for the ``ensemble`` parameter.
+
+    Returns
+    -------
+    callable
+        The decorator.
+    """
+
+    def decorate(cls):
+        names = _names(cls)
+        cls._parameter_constraints = {name: _BY_NAME[name].constraints for name in names}
+        docs = [ensemble_doc if n == "ensemble" else _BY_NAME[n].doc for n in names]
+        cls.__doc__ = cls.__doc__.replace("{parameters}", "\n\n    ".join(docs)).replace(
+            "{attributes}", ATTRIBUTES
+        )
+        return cls
+
+    return decorate

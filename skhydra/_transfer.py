@@ -1,0 +1,188 @@
+"""The transfer set: the rows the teacher labels and the student learns from.
+
+The user's rows, plus synthetic rows around them (members agree on the rows
+they were fitted on, and disagree around them), with their loss weights and
+observed targets; the rows held out for early stopping; and the input
+standardisation the student applies inside its module.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "TransferSet",
+    "build_transfer_set",
+    "input_scaling",
+    "synthetic_rows",
+    "validation_rows",
+]
+
+
+def synthetic_rows(X, kind, factor, noise_scale, rng):
+    """Draw ``round(factor * len(X))`` synthetic rows near ``X``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, ...)
+        Transfer rows (any trailing shape, e.g. images).
+    kind : {"noise", "mixup"} or None
+        ``"noise"``: a random row plus Gaussian noise of ``noise_scale``
+        standard deviations of each feature (standardised units).
+        ``"mixup"``: a random convex combination ``l * x_i + (1 - l) * x_j`` of
+        two random rows, ``l ~ Uniform(0, 1)``. ``None``: no rows.
+    factor : float
+        Synthetic rows per real row.
+    noise_scale : float
+        Noise scale of ``"noise"``.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of shape (n_new, ...), dtype of ``X``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._transfer import synthetic_rows
+    >>> X = np.arange(8.0).reshape(4, 2)
+    >>> synthetic_rows(X, "noise", 1.5, 0.1, np.random.default_rng(0)).shape
+    (6, 2)
+    """
+    n_new = int(round(factor * len(X))) if kind is not None else 0
+    if n_new == 0:
+        return X[:0]
+    first = X[rng.integers(len(X), size=n_new)]
+    if kind == "noise":
+        scale = X.std(axis=0, dtype=np.float64)
+        noise = rng.standard_normal(first.shape) * (noise_scale * scale)
+        return (first + noise).astype(X.dtype)
+    second = X[rng.integers(len(X), size=n_new)]
+    lam = rng.uniform(size=(n_new,) + (1,) * (X.ndim - 1))
+    return (lam * first + (1.0 - lam) * second).astype(X.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class TransferSet:
+    """Transfer rows, as the student and as the teacher take them.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_rows, ...), float32
+        Student inputs: the real rows, then the synthetic ones.
+    teacher_parts : tuple
+        The same rows as the teacher's members take them: the real rows (the
+        user's container, after the teacher's preprocessing) and the
+        synthetic rows (a DataFrame with the real rows' columns when those
+        came as one).
+    n_real : int
+        Number of real rows (the first ``n_real`` of ``X``).
+    weight : ndarray of shape (n_rows,), float32
+        Loss weight per row: the sample weights, and their mean for
+        synthetic rows.
+    y : ndarray of shape (n_rows,) or None
+        Observed targets of the real rows, NaN on synthetic rows.
+    """
+
+    X: np.ndarray
+    teacher_parts: tuple
+    n_real: int
+    weight: np.ndarray
+    y: np.ndarray = None
+
+    def __len__(self):
+        return len(self.X)
+
+
+def build_transfer_set(X_teacher, X_student, y, sample_weight, synthetic):
+    """Assemble the transfer set from the real rows and the synthetic student rows.
+
+    Parameters
+    ----------
+    X_teacher : array-like or DataFrame of shape (n_samples, n_features)
+        The real rows as the members take them.
+    X_student : ndarray of shape (n_samples, ...), float32
+        The real rows as the student takes them.
+    y : ndarray of shape (n_samples,) or None
+    sample_weight : ndarray of shape (n_samples,) or None
+    synthetic : ndarray of shape (n_new, ...), float32
+        Synthetic rows in the student's input space (see :func:`synthetic_rows`).
+
+    Returns
+    -------
+    TransferSet
+    """
+    n_real, n_new = len(X_student), len(synthetic)
+    weight = np.ones(n_real) if sample_weight is None else np.asarray(sample_weight, float)
+    synthetic_for_teacher = synthetic
+    if isinstance(X_teacher, pd.DataFrame):
+        synthetic_for_teacher = pd.DataFrame(synthetic, columns=X_teacher.columns)
+    if y is not None:
+        y = np.concatenate([np.asarray(y, dtype=np.float64), np.full(n_new, np.nan)])
+    return TransferSet(
+        X=np.concatenate([X_student, synthetic]) if n_new else X_student,
+        teacher_parts=(X_teacher, synthetic_for_teacher),
+        n_real=n_real,
+        weight=np.concatenate([weight, np.full(n_new, weight.mean())]).astype(np.float32),
+        y=y,
+    )
+
+
+def validation_rows(n_rows, fraction, rng):
+    """Boolean mask of the rows held out for early stopping, or None when too few.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._transfer import validation_rows
+    >>> int(validation_rows(100, 0.1, np.random.default_rng(0)).sum())
+    10
+    >>> validation_rows(10, 0.1, np.random.default_rng(0)) is None
+    True
+    """
+    n_valid = int(np.floor(fraction * n_rows))
+    if n_valid < 2 or n_rows - n_valid < 2:
+        return None
+    index = np.zeros(n_rows, dtype=bool)
+    index[rng.choice(n_rows, size=n_valid, replace=False)] = True
+    return index
+
+
+def input_scaling(X, mode):
+    """Location and scale of the student's input standardisation.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, ...)
+        The real transfer rows.
+    mode : {"auto", "feature", "channel", "global"} or None
+        See the estimators' ``input_scaling``.
+
+    Returns
+    -------
+    loc, scale : ndarray, float32
+        Broadcastable against one input row; constant inputs get scale 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._transfer import input_scaling
+    >>> loc, scale = input_scaling(np.array([[0.0, 5.0], [2.0, 5.0]]), "auto")
+    >>> loc.tolist(), scale.tolist()
+    ([1.0, 5.0], [1.0, 1.0])
+    """
+    if mode == "auto":
+        mode = "feature" if X.ndim == 2 else "channel"
+    if mode is None:
+        return np.zeros((), np.float32), np.ones((), np.float32)
+    if mode == "feature":
+        axes = (0,)
+    elif mode == "channel":
+        axes = (0, *range(2, X.ndim))
+    else:
+        axes = tuple(range(X.ndim))
+    loc = X.mean(axis=axes, dtype=np.float64, keepdims=True)[0]
+    scale = X.std(axis=axes, dtype=np.float64, keepdims=True)[0]
+    scale[scale < 1e-12] = 1.0
+    return loc.astype(np.float32), scale.astype(np.float32)

@@ -1,0 +1,212 @@
+"""The resolved teacher: flat members, and their predictions chunk by chunk.
+
+A :class:`Teacher` is complete when it is built (:func:`resolve_teacher`):
+it knows its task, classes, member weights, preprocessing and whether its
+members predict variances, and it is immutable. Its predictions come in
+chunks of rows, optionally from several joblib workers over members and
+through a joblib cache, in the layout of :func:`predict_members`.
+"""
+
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+
+__all__ = ["CHUNK_ROWS", "Teacher"]
+
+#: Rows per chunk when members predict; bounds the size of the temporaries.
+CHUNK_ROWS = 8192
+
+
+def _rows(X, start, stop):
+    return X.iloc[start:stop] if hasattr(X, "iloc") else X[start:stop]
+
+
+def _member_groups(n_members, n_jobs):
+    n_groups = min(n_members, effective_n_jobs(n_jobs))
+    bounds = np.linspace(0, n_members, n_groups + 1).round().astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+@dataclass(frozen=True, eq=False)
+class Teacher:
+    """A resolved ensemble: flat members, weights, classes and preprocessing.
+
+    Built by :func:`resolve_teacher`, complete and immutable; accepted
+    wherever an ensemble is.
+
+    Attributes
+    ----------
+    ensemble : object
+        The fitted ensemble this teacher was resolved from (None for the
+        preprocessing-only teacher of a student without its ensemble).
+    members : tuple
+        One adapter per member, in the ensemble's order.
+    task : {"classifier", "regressor"}
+        What the members predict.
+    classes_ : ndarray of shape (n_classes,) or None
+        The union of the members' classes (classification).
+    weights : ndarray of shape (n_members,) or None
+        Member weights normalised to sum to one (voting ensembles), or None
+        for equal weights.
+    has_variance : bool
+        Whether every member predicts a variance (regression).
+    preprocessor : transformer or None
+        Fitted steps in front of the members (a Pipeline teacher).
+    n_features_in_ : int or None
+        Number of features the members (after ``preprocessor``) expect, when known.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import BaggingClassifier
+    >>> from skhydra.ensembles import resolve_teacher
+    >>> X, y = load_iris(return_X_y=True)
+    >>> bag = BaggingClassifier(n_estimators=3, max_features=2, random_state=0).fit(X, y)
+    >>> teacher = resolve_teacher(bag)
+    >>> teacher.n_members, teacher.task, teacher.classes_.tolist()
+    (3, 'classifier', [0, 1, 2])
+    >>> teacher.predict_members(X[:4]).shape
+    (4, 3, 3)
+    """
+
+    ensemble: object
+    members: tuple
+    task: str
+    classes_: np.ndarray = None
+    weights: np.ndarray = None
+    has_variance: bool = False
+    preprocessor: object = None
+    n_features_in_: int = None
+
+    @property
+    def is_classifier(self):
+        """Whether the members are classifiers."""
+        return self.task == "classifier"
+
+    @property
+    def n_members(self):
+        """Number of members."""
+        return len(self.members)
+
+    def transform(self, X):
+        """Apply the teacher's preprocessing (identity without one)."""
+        return X if self.preprocessor is None else self.preprocessor.transform(X)
+
+    def predict_members(self, X, *, n_jobs=None, cache=None):
+        """Every member's prediction of rows already through :meth:`transform`.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows as the members take them.
+        n_jobs : int, default=None
+            Members predict in parallel over ``n_jobs`` joblib workers.
+        cache : joblib.Memory, default=None
+            Cache of the predictions, keyed by the teacher and ``X``.
+
+        Returns
+        -------
+        probabilities : ndarray of shape (n_samples, n_members, n_classes)
+            Classification, float32.
+        (means, variances) : tuple of ndarray of shape (n_samples, n_members)
+            Regression, float64; variances NaN for point members.
+        """
+        if cache is not None:
+            return cache.cache(_predict_all, ignore=["n_jobs"])(self, X, n_jobs=n_jobs)
+        return _predict_all(self, X, n_jobs=n_jobs)
+
+    def iter_predictions(self, X, *, chunk_rows=CHUNK_ROWS, n_jobs=None, cache=None):
+        """Every member's predictions, one chunk of rows at a time.
+
+        At most one chunk of predictions is in memory at a time, except with
+        ``cache``, which holds the predictions of ``X`` whole (memory-mapped
+        when the cache reads them back from disk).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows as the members take them, i.e. ``teacher.transform(rows)``.
+        chunk_rows : int, default=8192
+            Rows per chunk.
+        n_jobs : int, default=None
+            Members predict in parallel over ``n_jobs`` joblib workers
+            (threads, or the backend set with :func:`joblib.parallel_config`).
+        cache : joblib.Memory, default=None
+            Cache of the predictions, keyed by the teacher and ``X``.
+
+        Yields
+        ------
+        start, stop : int
+            The chunk's rows, ``X[start:stop]``.
+        predictions : ndarray or tuple of ndarray
+            The chunk's predictions in the layout of :meth:`predict_members`.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.ensemble import RandomForestClassifier
+        >>> from skhydra.ensembles import resolve_teacher
+        >>> X, y = load_iris(return_X_y=True)
+        >>> teacher = resolve_teacher(RandomForestClassifier(4, random_state=0).fit(X, y))
+        >>> [(a, b, p.shape) for a, b, p in teacher.iter_predictions(X, chunk_rows=100)]
+        [(0, 100, (100, 4, 3)), (100, 150, (50, 4, 3))]
+        """
+        if not isinstance(chunk_rows, Integral) or chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}.")
+        n_rows = X.shape[0]
+        if cache is not None:
+            whole = self.predict_members(X, n_jobs=n_jobs, cache=cache)
+            for start in range(0, n_rows, chunk_rows):
+                stop = min(start + chunk_rows, n_rows)
+                rows = slice(start, stop)
+                yield start, stop, _map(lambda a, rows=rows: np.asarray(a[rows]), whole)
+            return
+        groups = _member_groups(self.n_members, n_jobs)
+        parallel = Parallel(n_jobs=len(groups), prefer="threads") if len(groups) > 1 else None
+        needs_array = any(m.as_array for m in self.members)
+        for start in range(0, n_rows, chunk_rows):
+            stop = min(start + chunk_rows, n_rows)
+            X_chunk = _rows(X, start, stop)
+            X_array = np.asarray(X_chunk) if needs_array else None
+            if parallel is None:
+                yield start, stop, self._predict_group(0, self.n_members, X_chunk, X_array)
+                continue
+            parts = parallel(
+                delayed(self._predict_group)(a, b, X_chunk, X_array) for a, b in groups
+            )
+            if self.is_classifier:
+                yield start, stop, np.concatenate(parts, axis=1)
+            else:
+                yield (
+                    start,
+                    stop,
+                    tuple(np.concatenate(p, axis=1) for p in zip(*parts, strict=True)),
+                )
+
+    def _predict_group(self, first, stop, X, X_array):
+        members = self.members[first:stop]
+        if self.is_classifier:
+            n_classes = len(self.classes_)
+            return np.stack([m.probabilities(X, X_array, n_classes) for m in members], axis=1)
+        means, variances = zip(*(m.gaussian(X, X_array) for m in members), strict=True)
+        return np.stack(means, axis=1), np.stack(variances, axis=1)
+
+
+def _map(func, predictions):
+    return tuple(map(func, predictions)) if isinstance(predictions, tuple) else func(predictions)
+
+
+def _predict_all(teacher, X, n_jobs=None):
+    n = X.shape[0]
+    if teacher.is_classifier:
+        out = np.empty((n, teacher.n_members, len(teacher.classes_)), np.float32)
+    else:
+        out = (np.empty((n, teacher.n_members)), np.empty((n, teacher.n_members)))
+    for start, stop, chunk in teacher.iter_predictions(X, n_jobs=n_jobs):
+        if teacher.is_classifier:
+            out[start:stop] = chunk
+        else:
+            out[0][start:stop], out[1][start:stop] = chunk
+    return out
