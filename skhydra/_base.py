@@ -144,7 +144,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         synthetic = synthetic_rows(
             X_student, self.augmentation, self.augmentation_factor, self.noise_scale, rng
         )
-        transfer = build_transfer_set(X_teacher, X_student, y, sample_weight, synthetic)
+        observed = y if encoding.learns_from_y else None
+        transfer = build_transfer_set(X_teacher, X_student, observed, sample_weight, synthetic)
         heads = assign_heads(teacher.n_members, n_heads, teacher.weights)
         with RowStore(options.budget) as store:
             chunks = self._prediction_chunks(teacher, transfer, options.cache)

@@ -39,6 +39,9 @@ class ClassTargets:
     classes: np.ndarray
     temperature: float
 
+    #: The heads learn the members only; labels are not part of the loss.
+    learns_from_y = False
+
     @property
     def n_outputs(self):
         return len(self.classes)

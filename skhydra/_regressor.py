@@ -47,6 +47,8 @@ class GaussianTargets:
     aleatoric_known: bool
 
     n_outputs = 2
+    #: With point members, the heads' variances are fitted to the residuals of y.
+    learns_from_y = True
 
     def encode(self, predictions, heads, y):
         """Targets of a chunk: ``mean`` and ``var`` (n, heads), ``y`` (n,), float32."""
@@ -255,7 +257,8 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
             NaN when the aleatoric part is unknown), the student's counterpart
             of :func:`skhydra.ensembles.predict_members`.
         """
-        return self.target_encoding_.decode(torch.cat(list(self._head_outputs(X))))
+        outputs = torch.cat(list(self._head_outputs(X)))
+        return self.target_encoding_.decode(outputs)
 
     def predict_uncertainty(self, X):
         """Decompose the predictive variance into aleatoric and epistemic parts.

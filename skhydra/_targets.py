@@ -45,14 +45,27 @@ class HeadAssignment:
         return len(self.head_weights) == len(self.member_heads)
 
     def head_targets(self, members):
-        """Mix per-member values (n, n_members, ...) into per-head ones (n, n_heads, ...)."""
+        """Mix per-member values (n, n_members, ...) into per-head ones (n, n_heads, ...).
+
+        A head's value is NaN where one of its members' values is (a member
+        without a variance), whatever the other heads' members give.
+        """
         if self.one_member_per_head:
             return members
-        return np.einsum("nm...,hm->nh...", members, self.mixing)
+        return _mix("nm...,hm->nh...", members, self.mixing)
 
     def mean_target(self, members):
         """The ensemble's weighted mean (n, 1, ...) of per-member values (n, n_members, ...)."""
-        return np.einsum("nm...,m->n...", members, self.member_weights)[:, None]
+        return _mix("nm...,m->n...", members, self.member_weights)[:, None]
+
+
+def _mix(subscripts, members, weights):
+    unknown = np.isnan(members)
+    if not unknown.any():
+        return np.einsum(subscripts, members, weights)
+    mixed = np.einsum(subscripts, np.where(unknown, 0.0, members), weights)
+    mixed[np.einsum(subscripts, unknown.astype(float), weights) > 0] = np.nan
+    return mixed
 
 
 def assign_heads(n_members, n_heads, member_weights=None):

@@ -1,5 +1,6 @@
-"""Custom torch bodies (issue 8): body classes and instances, body_params / body__ parameters,
-inputs of more than two dimensions (images), input_scaling, searches and errors."""
+"""skhydra._body and custom bodies end to end: body classes and instances, body_params /
+body__ parameters, inputs of more than two dimensions (images, sequences), searches and
+errors. (The input scaling of such inputs is tested in test_transfer.py.)"""
 
 import copy
 import pickle
@@ -8,17 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 from sklearn.base import clone
-from sklearn.datasets import load_diabetes, load_digits, load_iris
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.datasets import load_digits, load_iris
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
+from skhydra._body import make_body
 
-# Tiny students: these tests check the plumbing of custom bodies, not distillation quality.
-TINY = dict(phase1_epochs=2, max_epochs=3, batch_size=64, random_state=0)
+# These tests check the plumbing of custom bodies, not distillation quality: the shared
+# tiny schedule (body_layer_sizes is ignored once a body is given).
 TINY_C = dict(TINY, temperature=1.0)
 
 
@@ -122,17 +124,6 @@ def _cnn_teachers(X, y, n_outputs, *, n_members=3, steps=15, regression=False):
 
 
 @pytest.fixture(scope="module")
-def iris():
-    X, y = load_iris(return_X_y=True)
-    return X.astype(np.float32), y
-
-
-@pytest.fixture(scope="module")
-def forest(iris):
-    return RandomForestClassifier(n_estimators=4, random_state=0).fit(*iris)
-
-
-@pytest.fixture(scope="module")
 def images():
     """200 digits as float images of shape (1, 8, 8)."""
     X, y = load_digits(return_X_y=True)
@@ -153,16 +144,38 @@ def cnn_model(images, cnn_teachers):
     ).fit(X, y)
 
 
-@pytest.fixture(scope="module")
-def two_channel_images(images):
-    """Two channels with different statistics: the image and 3 * image + 1."""
-    X, y = images
-    X2 = np.concatenate([X, 3.0 * X + 1.0], axis=1).astype(np.float32)
-    return X2, y, _cnn_teachers(X2, y, n_outputs=10, n_members=2, steps=5)
-
-
 def _heads_width(model):
     return model.net_.module_.heads.layers[0].weight.shape[1]
+
+
+# ---------------------------------------------------------------------------
+# make_body
+# ---------------------------------------------------------------------------
+
+
+def test_make_body_builds_a_class_and_copies_an_instance():
+    assert make_body(None, None) is None and make_body(None, {}) is None  # the default MLP
+    built = make_body(MLPBody, {"in_features": 3, "width": 2})
+    assert isinstance(built, MLPBody) and built.hidden.in_features == 3
+    assert built.out.out_features == 2
+    assert make_body(MLPBody, None).out.out_features == 6  # the class's defaults
+    instance = MLPBody()
+    copied = make_body(instance, None)
+    assert copied is not instance and copied.hidden.weight is not instance.hidden.weight
+    assert torch.equal(copied.hidden.weight, instance.hidden.weight)
+
+
+def test_make_body_errors():
+    with pytest.raises(ValueError, match=r"body_params \['width'\] were given without a body"):
+        make_body(None, {"width": 3})
+    with pytest.raises(ValueError, match="instance of MLPBody; pass the class"):
+        make_body(MLPBody(), {"width": 3})
+    with pytest.raises(
+        TypeError, match="torch.nn.Module class or instance, got the class NotAModule"
+    ):
+        make_body(NotAModule, None)
+    with pytest.raises(TypeError, match=r"Could not build the body MLPBody\(\*\*body_params\)"):
+        make_body(MLPBody, {"depth": 2})
 
 
 # ---------------------------------------------------------------------------
@@ -172,12 +185,9 @@ def _heads_width(model):
 
 def test_custom_body_class_classifier(iris, forest):
     X, y = iris
+    params = {**TINY_C, "body_layer_sizes": (999,)}  # ignored with a custom body
     model = HydraDistilledClassifier(
-        forest,
-        body=MLPBody,
-        body_params={"in_features": 4, "width": 6},
-        body_layer_sizes=(999,),  # ignored with a custom body
-        **TINY_C,
+        forest, body=MLPBody, body_params={"in_features": 4, "width": 6}, **params
     ).fit(X)
     module = model.net_.module_
     assert isinstance(module.body, MLPBody)
@@ -191,15 +201,13 @@ def test_custom_body_class_classifier(iris, forest):
     proba = model.predict_proba(X)
     assert proba.shape == (len(X), 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.predict_members(X).shape == (len(X), 4, 3)
+    assert model.predict_members(X).shape == (len(X), forest.n_estimators, 3)
 
 
-def test_custom_body_class_regressor():
-    X, y = load_diabetes(return_X_y=True)
-    X, y = X[:200].astype(np.float32), y[:200]
-    forest = RandomForestRegressor(n_estimators=3, random_state=0).fit(X, y)
+def test_custom_body_class_regressor(diabetes, forest_r):
+    X, y = diabetes
     model = HydraDistilledRegressor(
-        forest, body=MLPBody, body_params={"in_features": 10, "width": 7}, **TINY
+        forest_r, body=MLPBody, body_params={"in_features": 10, "width": 7}, **TINY
     ).fit(X, y)
     assert isinstance(model.net_.module_.body, MLPBody)
     assert _heads_width(model) == 7
@@ -207,12 +215,12 @@ def test_custom_body_class_regressor():
     assert mean.shape == std.shape == (len(X),)
     assert np.all(np.isfinite(mean)) and np.all(std > 0)
     means, variances = model.predict_members(X)
-    assert means.shape == variances.shape == (len(X), 3)
+    assert means.shape == variances.shape == (len(X), forest_r.n_estimators)
 
 
 def test_body_layer_sizes_still_shape_the_default_body(iris, forest):
     X, _ = iris
-    model = HydraDistilledClassifier(forest, body_layer_sizes=(7,), **TINY_C).fit(X)
+    model = HydraDistilledClassifier(forest, **{**TINY_C, "body_layer_sizes": (7,)}).fit(X)
     linears = [m for m in model.net_.module_.body.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(4, 7)]
     assert _heads_width(model) == 7
@@ -371,60 +379,6 @@ def test_augmentation_on_images(images, cnn_teachers, augmentation):
     assert model.input_shape_ == (1, 8, 8)
 
 
-# ---------------------------------------------------------------------------
-# input_scaling
-# ---------------------------------------------------------------------------
-
-
-def _fit_scaler(X, teachers, input_scaling):
-    model = HydraDistilledClassifier(
-        teachers,
-        body=SmallCNN,
-        body_params={"in_channels": X.shape[1]},
-        input_scaling=input_scaling,
-        augmentation=None,
-        phase1_epochs=1,
-        max_epochs=1,
-        random_state=0,
-    ).fit(X)
-    scaler = model.net_.module_.scaler
-    return scaler.loc.numpy(), scaler.scale.numpy()
-
-
-@pytest.mark.parametrize("input_scaling", ["auto", "channel"])
-def test_channel_scaling_on_images(two_channel_images, input_scaling):
-    X, _, teachers = two_channel_images
-    loc, scale = _fit_scaler(X, teachers, input_scaling)
-    assert loc.shape == scale.shape == (2, 1, 1)
-    np.testing.assert_allclose(loc.ravel(), X.mean(axis=(0, 2, 3), dtype=np.float64), rtol=1e-5)
-    np.testing.assert_allclose(scale.ravel(), X.std(axis=(0, 2, 3), dtype=np.float64), rtol=1e-5)
-    assert scale[1, 0, 0] == pytest.approx(3 * scale[0, 0, 0], rel=1e-5)
-
-
-def test_feature_scaling_on_images(two_channel_images):
-    X, _, teachers = two_channel_images
-    loc, scale = _fit_scaler(X, teachers, "feature")
-    assert loc.shape == scale.shape == (2, 8, 8)
-    np.testing.assert_allclose(loc, X.mean(axis=0, dtype=np.float64), rtol=1e-5, atol=1e-6)
-    std = X.std(axis=0, dtype=np.float64)
-    assert np.any(std == 0)  # digits have blank border pixels
-    np.testing.assert_allclose(scale, np.where(std < 1e-12, 1.0, std), rtol=1e-5)
-
-
-def test_global_scaling_on_images(two_channel_images):
-    X, _, teachers = two_channel_images
-    loc, scale = _fit_scaler(X, teachers, "global")
-    assert loc.size == scale.size == 1
-    assert float(loc.ravel()[0]) == pytest.approx(float(X.mean(dtype=np.float64)), rel=1e-5)
-    assert float(scale.ravel()[0]) == pytest.approx(float(X.std(dtype=np.float64)), rel=1e-5)
-
-
-def test_no_scaling_on_images(two_channel_images):
-    X, _, teachers = two_channel_images
-    loc, scale = _fit_scaler(X, teachers, None)
-    assert np.all(loc == 0) and np.all(scale == 1)
-
-
 def test_sequences_with_conv1d_body(images):
     """3-D input (n_samples, channels, length): the rows of each image as 8 channels."""
     X, y = images
@@ -436,27 +390,7 @@ def test_sequences_with_conv1d_body(images):
     )
     assert model.input_shape_ == (8, 8)
     assert _heads_width(model) == 3 * 6
-    loc = model.net_.module_.scaler.loc.numpy()
-    assert loc.shape == (8, 1)
-    np.testing.assert_allclose(loc.ravel(), X.mean(axis=(0, 2), dtype=np.float64), rtol=1e-5)
     assert model.predict_members(X).shape == (len(X), 2, 10)
-
-
-def test_auto_scaling_on_tables_is_per_feature(iris, forest):
-    X, _ = iris
-    model = HydraDistilledClassifier(
-        forest, body=MLPBody, augmentation=None, input_scaling="auto", **TINY_C
-    ).fit(X)
-    scaler = model.net_.module_.scaler
-    assert tuple(scaler.loc.shape) == (4,)
-    np.testing.assert_allclose(scaler.loc.numpy(), X.mean(axis=0, dtype=np.float64), rtol=1e-5)
-    np.testing.assert_allclose(scaler.scale.numpy(), X.std(axis=0, dtype=np.float64), rtol=1e-5)
-
-
-def test_invalid_input_scaling(iris, forest):
-    X, _ = iris
-    with pytest.raises(InvalidParameterError, match="input_scaling"):
-        HydraDistilledClassifier(forest, input_scaling="pixel", **TINY_C).fit(X)
 
 
 # ---------------------------------------------------------------------------

@@ -1,13 +1,16 @@
-"""Teacher adapters: every supported ensemble -> per-member predictions."""
+"""Resolution of every supported ensemble into member adapters, refusals, fit_ensemble.
+
+Mirrors ``skhydra/ensembles/_resolve.py`` and ``skhydra/ensembles/_members.py``; the
+Teacher's own prediction machinery (chunks, workers, cache) is in test_teacher.py.
+"""
 
 import warnings
 
 import joblib
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from sklearn.datasets import load_diabetes, load_iris
+from conftest import IRIS_NAMES
 from sklearn.ensemble import (
     AdaBoostClassifier,
     BaggingClassifier,
@@ -17,7 +20,6 @@ from sklearn.ensemble import (
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
-    RandomForestRegressor,
     StackingClassifier,
     VotingClassifier,
     VotingRegressor,
@@ -25,17 +27,27 @@ from sklearn.ensemble import (
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.gaussian_process import GaussianProcessRegressor
-from sklearn.linear_model import BayesianRidge, LogisticRegression, Ridge
+from sklearn.linear_model import BayesianRidge, LogisticRegression, Ridge, RidgeClassifier
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from torch import nn
 
-from skhydra.ensembles import Teacher, fit_teacher, predict_members, resolve_teacher
-
-NAMES = np.array(["setosa", "versicolor", "virginica"])
+from skhydra.ensembles import Teacher, predict_members, resolve_teacher
+from skhydra.ensembles._members import (
+    GaussianMember,
+    PointMember,
+    ProbaMember,
+    TorchClassifierMember,
+    TorchRegressorMember,
+    VoteMember,
+    supports_return_std,
+    torch_forward,
+    unwrap_frozen,
+)
+from skhydra.ensembles._resolve import fit_ensemble, is_fitted
 
 
 def _mapped(member, X, n_classes):
@@ -45,41 +57,39 @@ def _mapped(member, X, n_classes):
     return out
 
 
+def _kinds(teacher):
+    return [type(m) for m in teacher.members]
+
+
 # ---------------------------------------------------------------------------
-# fixtures: tiny data, few members, fitted once per module
+# fixtures: ensembles the shared conftest ones do not cover, fitted once per module
 # ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def iris():
-    X, y = load_iris(return_X_y=True)
-    return X, y, NAMES[y]
+def forest_on_names(iris, iris_names):
+    """Trees fitted by their forest on encoded labels 0..2, the forest on names."""
+    return RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(
+        iris[0], iris_names
+    )
 
 
 @pytest.fixture(scope="module")
-def forest(iris):
-    X, _, ys = iris
-    return RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(X, ys)
-
-
-@pytest.fixture(scope="module")
-def extra_trees(iris):
-    X, y, _ = iris
+def extra_trees_shifted(iris):
+    X, y = iris
     # integer labels 1..3 while the trees see the encoded 0..2
     return ExtraTreesClassifier(n_estimators=4, max_depth=3, random_state=0).fit(X, y + 1)
 
 
 @pytest.fixture(scope="module")
-def bagging(iris):
-    X, _, ys = iris
+def bagging_on_names(iris, iris_names):
     return BaggingClassifier(
         DecisionTreeClassifier(max_depth=3), n_estimators=5, max_features=0.5, random_state=0
-    ).fit(X, ys)
+    ).fit(iris[0], iris_names)
 
 
 @pytest.fixture(scope="module")
-def soft_voting(iris):
-    X, _, ys = iris
+def soft_voting(iris, iris_names):
     return VotingClassifier(
         [
             ("lr", LogisticRegression(max_iter=500)),
@@ -89,12 +99,11 @@ def soft_voting(iris):
         ],
         voting="soft",
         weights=[1.0, 5.0, 2.0, 3.0],
-    ).fit(X, ys)
+    ).fit(iris[0], iris_names)
 
 
 @pytest.fixture(scope="module")
-def hard_voting(iris):
-    X, _, ys = iris
+def hard_voting(iris, iris_names):
     return VotingClassifier(
         [
             ("lr", LogisticRegression(max_iter=500)),
@@ -103,28 +112,18 @@ def hard_voting(iris):
         ],
         voting="hard",
         weights=[1.0, 1.0, 2.0],
-    ).fit(X, ys)
+    ).fit(iris[0], iris_names)
 
 
 @pytest.fixture(scope="module")
-def regression():
-    X, y = load_diabetes(return_X_y=True)
-    return X[:80, :4], y[:80]
-
-
-@pytest.fixture(scope="module")
-def forest_regressor(regression):
-    X, y = regression
-    return RandomForestRegressor(n_estimators=4, max_depth=3, random_state=0).fit(X, y)
-
-
-@pytest.fixture(scope="module")
-def gaussian_members(regression):
-    X, y = regression
+def gaussian_members(diabetes):
+    """Members whose predict takes return_std, bare, in a Pipeline and frozen."""
+    X, y = diabetes
     return [
-        GaussianProcessRegressor(alpha=1.0, normalize_y=True).fit(X, y),
+        GaussianProcessRegressor(alpha=1.0, normalize_y=True).fit(X[:100], y[:100]),
         BayesianRidge().fit(X, y),
         make_pipeline(StandardScaler(), BayesianRidge()).fit(X, y),
+        FrozenEstimator(BayesianRidge(alpha_init=1e-3).fit(X[::2], y[::2])),
     ]
 
 
@@ -133,48 +132,57 @@ def gaussian_members(regression):
 # ---------------------------------------------------------------------------
 
 
-def test_forest_members_are_the_trees(iris, forest):
-    X, _, _ = iris
-    P = predict_members(forest, X)
+def test_forest_members_are_the_trees(iris, forest_on_names):
+    X, _ = iris
+    P = predict_members(forest_on_names, X)
     assert P.shape == (150, 5, 3)
     assert P.dtype == np.float32
     np.testing.assert_allclose(P.sum(axis=2), 1.0, atol=1e-6)
-    for j, tree in enumerate(forest.estimators_):
+    for j, tree in enumerate(forest_on_names.estimators_):
         np.testing.assert_allclose(P[:, j], _mapped(tree, X, 3), atol=1e-6)
-    teacher = resolve_teacher(forest)
+    teacher = resolve_teacher(forest_on_names)
     assert teacher.n_members == 5
-    assert teacher.is_classifier
+    assert teacher.is_classifier and teacher.task == "classifier"
     assert teacher.weights is None
-    assert teacher.classes_.tolist() == NAMES.tolist()
+    assert teacher.classes_.tolist() == IRIS_NAMES.tolist()
     assert teacher.n_features_in_ == 4
+    assert teacher.preprocessor is None
+    # the trees take the forest's validated array; their encoded labels map by value
+    assert _kinds(teacher) == [ProbaMember] * 5
+    for member, tree in zip(teacher.members, forest_on_names.estimators_, strict=True):
+        assert member.model is tree
+        assert member.as_array and member.features is None
+        assert member.columns.tolist() == [0, 1, 2]
 
 
-def test_extra_trees_with_shifted_integer_labels(iris, extra_trees):
-    X, _, _ = iris
-    P = predict_members(extra_trees, X)
-    assert resolve_teacher(extra_trees).classes_.tolist() == [1, 2, 3]
-    for j, tree in enumerate(extra_trees.estimators_):
+def test_extra_trees_with_shifted_integer_labels(iris, extra_trees_shifted):
+    X, _ = iris
+    P = predict_members(extra_trees_shifted, X)
+    assert resolve_teacher(extra_trees_shifted).classes_.tolist() == [1, 2, 3]
+    for j, tree in enumerate(extra_trees_shifted.estimators_):
         np.testing.assert_allclose(P[:, j], _mapped(tree, X, 3), atol=1e-6)
-    np.testing.assert_allclose(P.mean(axis=1), extra_trees.predict_proba(X), atol=1e-5)
 
 
-def test_bagging_applies_estimators_features(iris, bagging):
-    X, _, _ = iris
-    P = predict_members(bagging, X)
+def test_bagging_applies_estimators_features(iris, bagging_on_names):
+    X, _ = iris
+    P = predict_members(bagging_on_names, X)
     assert P.shape == (150, 5, 3)
     # max_features=0.5 really gives the members a subset of the columns
-    assert all(len(f) == 2 for f in bagging.estimators_features_)
-    for j, (est, feats) in enumerate(
-        zip(bagging.estimators_, bagging.estimators_features_, strict=True)
-    ):
+    features = bagging_on_names.estimators_features_
+    assert all(len(f) == 2 for f in features)
+    for j, (est, feats) in enumerate(zip(bagging_on_names.estimators_, features, strict=True)):
         np.testing.assert_allclose(P[:, j], _mapped(est, X[:, feats], 3), atol=1e-6)
+    teacher = resolve_teacher(bagging_on_names)
+    for member, feats in zip(teacher.members, features, strict=True):
+        np.testing.assert_array_equal(member.features, feats)
+        assert member.as_array
 
 
-def test_bagging_non_tree_members_see_the_input_unchanged(iris):
-    X, _, ys = iris
+def test_bagging_non_tree_members_see_the_input_unchanged(iris, iris_names):
+    X, _ = iris
     bag = BaggingClassifier(
         KNeighborsClassifier(3), n_estimators=5, max_samples=10, max_features=0.5, random_state=0
-    ).fit(X, ys)
+    ).fit(X, iris_names)
     P = predict_members(bag, X)
     for j, (est, feats) in enumerate(zip(bag.estimators_, bag.estimators_features_, strict=True)):
         np.testing.assert_allclose(P[:, j], _mapped(est, X[:, feats], 3), atol=1e-6)
@@ -182,18 +190,21 @@ def test_bagging_non_tree_members_see_the_input_unchanged(iris):
 
 
 def test_soft_voting_weights_skip_the_dropped_member(iris, soft_voting):
-    X, _, _ = iris
+    X, _ = iris
     teacher = resolve_teacher(soft_voting)
     assert teacher.n_members == 3
     np.testing.assert_allclose(teacher.weights, np.array([1.0, 2.0, 3.0]) / 6.0)
     assert teacher.weights.sum() == pytest.approx(1.0)
+    assert _kinds(teacher) == [ProbaMember] * 3
+    # voting members take X as the ensemble got it, not a validated array
+    assert not any(m.as_array for m in teacher.members)
     P = predict_members(soft_voting, X)
     for j, est in enumerate(soft_voting.estimators_):
         np.testing.assert_allclose(P[:, j], _mapped(est, X, 3), atol=1e-6)
 
 
 def test_hard_voting_gives_one_hot_votes_and_warns(iris, hard_voting):
-    X, _, _ = iris
+    X, _ = iris
     with pytest.warns(UserWarning, match="hard voting"):
         P = predict_members(hard_voting, X)
     assert P.shape == (150, 3, 3)
@@ -203,22 +214,27 @@ def test_hard_voting_gives_one_hot_votes_and_warns(iris, hard_voting):
         np.testing.assert_array_equal(P[:, j].argmax(axis=1), est.predict(X))
     with pytest.warns(UserWarning, match="hard voting"):
         teacher = resolve_teacher(hard_voting)
+    assert _kinds(teacher) == [VoteMember] * 3
     np.testing.assert_allclose(teacher.weights, [0.25, 0.25, 0.5])
     votes = np.average(P, axis=1, weights=teacher.weights)
     np.testing.assert_array_equal(teacher.classes_[votes.argmax(axis=1)], hard_voting.predict(X))
 
 
-def test_list_with_string_labels_is_aligned_on_the_union(iris):
-    X, _, ys = iris
-    no_virginica = ys != "virginica"
-    no_setosa = ys != "setosa"
+def test_list_with_string_labels_is_aligned_on_the_union(iris, iris_names):
+    X, _ = iris
+    no_virginica = iris_names != "virginica"
+    no_setosa = iris_names != "setosa"
     members = [
-        LogisticRegression(max_iter=500).fit(X[no_virginica], ys[no_virginica]),
-        DecisionTreeClassifier(max_depth=2, random_state=0).fit(X[no_setosa], ys[no_setosa]),
+        LogisticRegression(max_iter=500).fit(X[no_virginica], iris_names[no_virginica]),
+        DecisionTreeClassifier(max_depth=2, random_state=0).fit(
+            X[no_setosa], iris_names[no_setosa]
+        ),
     ]
     teacher = resolve_teacher(members)
     # the union is larger than either member's classes
-    assert teacher.classes_.tolist() == NAMES.tolist()
+    assert teacher.classes_.tolist() == IRIS_NAMES.tolist()
+    assert [m.columns.tolist() for m in teacher.members] == [[0, 1], [1, 2]]
+    assert teacher.n_features_in_ == 4
     P = predict_members(members, X)
     assert P.shape == (150, 2, 3)
     np.testing.assert_array_equal(P[:, 0, 2], 0.0)
@@ -228,22 +244,42 @@ def test_list_with_string_labels_is_aligned_on_the_union(iris):
     np.testing.assert_allclose(P.sum(axis=2), 1.0, atol=1e-6)
 
 
-def test_tuple_of_members_is_accepted(iris):
-    X, _, ys = iris
+def test_list_members_without_predict_proba_vote(iris, iris_names):
+    X, _ = iris
+    members = [RidgeClassifier(alpha=a).fit(X, iris_names) for a in (0.1, 100.0)]
+    teacher = resolve_teacher(members)
+    assert _kinds(teacher) == [VoteMember, VoteMember]
+    P = predict_members(members, X)
+    np.testing.assert_array_equal(P.sum(axis=2), 1.0)
+    for j, est in enumerate(members):
+        np.testing.assert_array_equal(teacher.classes_[P[:, j].argmax(axis=1)], est.predict(X))
+
+
+def test_members_mixing_numeric_and_string_labels_are_refused(iris, iris_names):
+    X, y = iris
+    members = [GaussianNB().fit(X, y), GaussianNB().fit(X, iris_names)]
+    # Aligning 0, 1, 2 with "setosa", ... has no meaning: the union must not silently
+    # become the six strings "0", "1", "2", "setosa", "versicolor", "virginica".
+    with pytest.raises(ValueError, match="cannot be aligned"):
+        resolve_teacher(members)
+
+
+def test_tuple_of_members_is_accepted(iris, iris_names):
+    X, _ = iris
     members = tuple(
-        DecisionTreeClassifier(max_depth=2, random_state=s).fit(X, ys) for s in range(3)
+        DecisionTreeClassifier(max_depth=2, random_state=s).fit(X, iris_names) for s in range(3)
     )
     P = predict_members(members, X)
     for j, est in enumerate(members):
         np.testing.assert_allclose(P[:, j], est.predict_proba(X), atol=1e-6)
 
 
-def test_pipeline_teacher_members_see_transformed_input(iris):
-    X, _, ys = iris
+def test_pipeline_teacher_members_see_transformed_input(iris, iris_names):
+    X, _ = iris
     X_shifted = X * 10.0 + 5.0
     pipe = make_pipeline(
         StandardScaler(), RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0)
-    ).fit(X_shifted, ys)
+    ).fit(X_shifted, iris_names)
     P = predict_members(pipe, X_shifted)
     Xt = pipe[0].transform(X_shifted)
     forest = pipe[-1]
@@ -257,20 +293,48 @@ def test_pipeline_teacher_members_see_transformed_input(iris):
     np.testing.assert_allclose(teacher.transform(X_shifted), Xt)
 
 
+def test_nested_pipeline_preprocessors_are_composed(iris, iris_names):
+    X, _ = iris
+    inner = make_pipeline(MinMaxScaler(), RandomForestClassifier(n_estimators=2, random_state=0))
+    outer = make_pipeline(StandardScaler(), inner).fit(X, iris_names)
+    teacher = resolve_teacher(outer)
+    assert teacher.n_members == 2
+    expected = outer[-1][0].transform(outer[0].transform(X))
+    np.testing.assert_allclose(teacher.transform(X), expected)
+    np.testing.assert_allclose(
+        predict_members(outer, X).mean(axis=1), outer.predict_proba(X), atol=1e-5
+    )
+
+
 def test_frozen_estimator_is_unwrapped(iris, forest):
-    X, _, _ = iris
+    X, _ = iris
     frozen = FrozenEstimator(forest)
     np.testing.assert_array_equal(predict_members(frozen, X), predict_members(forest, X))
-    assert resolve_teacher(frozen).n_members == 5
+    assert resolve_teacher(frozen).n_members == 8
+    twice = FrozenEstimator(frozen)
+    assert unwrap_frozen(twice) is forest
+    assert resolve_teacher(twice).members[0].model is forest.estimators_[0]
 
 
 def test_frozen_pipeline_teacher(iris):
-    X, _, ys = iris
     pipe = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=2, random_state=0))
-    pipe.fit(X, ys)
+    pipe.fit(*iris)
+    X = iris[0]
     np.testing.assert_array_equal(
         predict_members(FrozenEstimator(pipe), X), predict_members(pipe, X)
     )
+
+
+def test_multi_output_ensemble_is_refused(iris):
+    X, y = iris
+    two_outputs = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, np.c_[y, y == 0])
+    with pytest.raises(ValueError, match="2 outputs; skhydra distils single-output"):
+        resolve_teacher(two_outputs)
+
+
+# ---------------------------------------------------------------------------
+# torch classifier members
+# ---------------------------------------------------------------------------
 
 
 def _torch_classifiers(n_members=3, n_features=4, n_classes=3):
@@ -282,7 +346,7 @@ def _torch_classifiers(n_members=3, n_features=4, n_classes=3):
 
 
 def test_torch_classifier_members_give_softmax_of_logits(iris):
-    X, _, _ = iris
+    X, _ = iris
     modules = _torch_classifiers()
     P = predict_members(modules, X, task="classifier")
     assert P.shape == (150, 3, 3)
@@ -291,11 +355,15 @@ def test_torch_classifier_members_give_softmax_of_logits(iris):
         with torch.no_grad():
             expected = torch.softmax(module(Xt), dim=1).numpy()
         np.testing.assert_allclose(P[:, j], expected, atol=1e-6)
-    assert resolve_teacher(modules, task="classifier").is_classifier
+    teacher = resolve_teacher(modules, task="classifier", X=X)
+    assert teacher.is_classifier
+    assert _kinds(teacher) == [TorchClassifierMember] * 3
+    # the logits' width found at resolution gives the default classes
+    assert teacher.classes_.tolist() == [0, 1, 2]
 
 
 def test_torch_classifier_runs_in_eval_mode_and_restores_training(iris):
-    X, _, _ = iris
+    X, _ = iris
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5))
     module.train()
@@ -307,21 +375,76 @@ def test_torch_classifier_runs_in_eval_mode_and_restores_training(iris):
 
 
 def test_torch_classifier_classes_and_wrong_width(iris):
-    X, _, _ = iris
+    X, _ = iris
     modules = _torch_classifiers()
-    teacher = resolve_teacher(modules, task="classifier", classes=NAMES)
-    assert teacher.classes_.tolist() == NAMES.tolist()
+    teacher = resolve_teacher(modules, task="classifier", classes=IRIS_NAMES, X=X)
+    assert teacher.classes_.tolist() == IRIS_NAMES.tolist()
     assert predict_members(teacher, X).shape == (150, 3, 3)
-    with pytest.raises(ValueError, match="logits of shape"):
+    # the classes do not match the first member's logits: refused at resolution
+    with pytest.raises(ValueError, match=r"3 logits per row, but 2 classes were given"):
         predict_members(modules, X, task="classifier", classes=["a", "b"])
+    # a later member's logits of another width: refused when it predicts
+    other = [*modules, *_torch_classifiers(n_members=1, n_classes=2)]
+    with pytest.raises(ValueError, match=r"logits of shape \(150, 2\); expected"):
+        predict_members(other, X, task="classifier")
 
 
-def test_torch_members_without_task_are_refused(iris):
-    X, _, _ = iris
+def test_torch_members_without_task_or_rows_are_refused(iris):
+    X, _ = iris
     with pytest.raises(ValueError, match="task="):
         predict_members(_torch_classifiers(), X)
     with pytest.raises(ValueError, match="task="):
-        resolve_teacher(_torch_classifiers())
+        resolve_teacher(_torch_classifiers(), X=X)
+    # one forward pass finds the output width: it needs rows
+    with pytest.raises(ValueError, match="needs X"):
+        resolve_teacher(_torch_classifiers(), task="classifier")
+
+
+def test_resolve_teacher_options_are_keyword_only(forest):
+    with pytest.raises(TypeError, match="positional"):
+        resolve_teacher(forest, "classifier")
+
+
+# ---------------------------------------------------------------------------
+# member adapters' helpers
+# ---------------------------------------------------------------------------
+
+
+class _TwoOutputs(nn.Module):
+    """Returns a tuple (mean of shape (n,), variance of shape (n, 1))."""
+
+    def __init__(self, n_features):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(n_features, 2)
+
+    def forward(self, x):
+        out = self.linear(x)
+        return out[:, 0], nn.functional.softplus(out[:, 1:])
+
+
+def test_torch_forward_stacks_tuples_and_restores_the_training_flag(iris):
+    X, _ = iris
+    module = _TwoOutputs(4).train()
+    out = torch_forward(module, X)
+    assert module.training
+    assert out.dtype == np.float32 and out.shape == (150, 2)
+    with torch.no_grad():
+        mean, variance = module(torch.as_tensor(X, dtype=torch.float32))
+    np.testing.assert_allclose(out[:, 0], mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(out[:, 1], variance[:, 0].numpy(), rtol=1e-6)
+    module.eval()
+    torch_forward(module, X)
+    assert not module.training
+
+
+def test_supports_return_std(diabetes, gaussian_members):
+    X, y = diabetes
+    assert all(supports_return_std(m) for m in gaussian_members)
+    assert supports_return_std(FrozenEstimator(make_pipeline(StandardScaler(), BayesianRidge())))
+    assert not supports_return_std(Ridge().fit(X, y))
+    assert not supports_return_std(make_pipeline(StandardScaler(), Ridge()))
+    assert not supports_return_std(object())
 
 
 # ---------------------------------------------------------------------------
@@ -329,16 +452,18 @@ def test_torch_members_without_task_are_refused(iris):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["forest", "bagging", "extra_trees"])
+@pytest.mark.parametrize(
+    "name", ["forest", "forest_on_names", "bagging_on_names", "extra_trees_shifted"]
+)
 def test_member_mean_is_the_ensemble_predict_proba(iris, request, name):
-    X, _, _ = iris
+    X, _ = iris
     ensemble = request.getfixturevalue(name)
     P = predict_members(ensemble, X)
     np.testing.assert_allclose(P.mean(axis=1), ensemble.predict_proba(X), atol=1e-5)
 
 
 def test_weighted_member_mean_is_the_soft_voting_predict_proba(iris, soft_voting):
-    X, _, _ = iris
+    X, _ = iris
     P = predict_members(soft_voting, X)
     weights = resolve_teacher(soft_voting).weights
     np.testing.assert_allclose(
@@ -362,8 +487,8 @@ _REFUSED = [
 
 @pytest.mark.parametrize("model, word", _REFUSED)
 def test_boosting_and_stacking_are_refused_with_reason(iris, model, word):
-    X, _, ys = iris
-    fitted = model.fit(X, ys)
+    X, y = iris
+    fitted = model.fit(X, y)
     for teacher in (fitted, make_pipeline(StandardScaler(), fitted), [fitted]):
         with pytest.raises(TypeError, match=f"(?i){word}") as info:
             predict_members(teacher, X)
@@ -371,27 +496,19 @@ def test_boosting_and_stacking_are_refused_with_reason(iris, model, word):
         assert "random forest" in str(info.value)
 
 
-def test_unfitted_boosting_is_refused_by_fit_teacher(iris):
-    X, _, ys = iris
-    with pytest.raises(TypeError, match="cannot be distilled"):
-        fit_teacher(GradientBoostingClassifier(), X, ys, task="classifier")
-    with pytest.raises(TypeError, match="cannot be distilled"):
-        fit_teacher([GradientBoostingRegressor()], X, ys, task="regressor")
-
-
 @pytest.mark.parametrize(
     "model", [LogisticRegression(max_iter=500), DecisionTreeClassifier(max_depth=2)]
 )
 def test_single_model_is_refused(iris, model):
-    X, _, ys = iris
-    model.fit(X, ys)
+    X, y = iris
+    model.fit(X, y)
     with pytest.raises(TypeError, match="single model"):
         predict_members(model, X)
 
 
-def test_single_torch_module_is_refused():
+def test_single_torch_module_is_refused(iris):
     with pytest.raises(TypeError, match="single model"):
-        resolve_teacher(nn.Linear(4, 3), task="classifier")
+        resolve_teacher(nn.Linear(4, 3), task="classifier", X=iris[0])
 
 
 def test_arbitrary_object_is_refused():
@@ -411,52 +528,46 @@ def test_none_is_refused():
 
 @pytest.mark.parametrize("empty", [[], ()])
 def test_empty_list_is_refused(iris, empty):
-    X, _, _ = iris
-    with pytest.raises(ValueError):
-        predict_members(empty, X)
-
-
-@pytest.mark.parametrize("empty", [[], ()])
-def test_empty_list_message_says_empty(iris, empty):
-    X, _, _ = iris
     with pytest.raises(ValueError, match="empty"):
-        predict_members(empty, X)
+        predict_members(empty, iris[0])
 
 
 def test_mixed_classifier_and_regressor_list_is_refused(iris):
-    X, y, _ = iris
+    X, y = iris
     members = [GaussianNB().fit(X, y), Ridge().fit(X, y)]
     with pytest.raises(ValueError, match="mixes classifiers and regressors"):
         predict_members(members, X)
 
 
 def test_members_with_different_n_features_are_refused(iris):
-    X, y, _ = iris
+    X, y = iris
     members = [GaussianNB().fit(X, y), GaussianNB().fit(X[:, :3], y)]
     with pytest.raises(ValueError, match=r"different numbers of features \[3, 4\]"):
         predict_members(members, X)
 
 
 def test_list_mixing_torch_and_sklearn_is_refused(iris):
-    X, y, _ = iris
+    X, y = iris
     members = [GaussianNB().fit(X, y), nn.Linear(4, 3)]
     with pytest.raises(TypeError, match="mixes torch modules"):
         predict_members(members, X, task="classifier")
 
 
 def test_list_mixing_fitted_and_unfitted_is_refused(iris):
-    X, y, _ = iris
+    X, y = iris
     members = [GaussianNB().fit(X, y), GaussianNB()]
     with pytest.raises(ValueError, match="mixes fitted and unfitted"):
         predict_members(members, X)
 
 
-def test_task_mismatch_is_refused(iris, forest, forest_regressor):
-    X, _, _ = iris
+def test_task_mismatch_is_refused(forest, forest_r, iris):
     with pytest.raises(ValueError, match="HydraDistilledClassifier"):
         resolve_teacher(forest, task="regressor")
     with pytest.raises(ValueError, match="HydraDistilledRegressor"):
-        resolve_teacher(forest_regressor, task="classifier")
+        resolve_teacher(forest_r, task="classifier")
+    members = [GaussianNB().fit(*iris)]
+    with pytest.raises(ValueError, match="HydraDistilledClassifier"):
+        resolve_teacher(members, task="regressor")
 
 
 @pytest.mark.parametrize(
@@ -471,68 +582,35 @@ def test_task_mismatch_is_refused(iris, forest, forest_regressor):
     ids=["forest", "bagging", "voting", "pipeline", "list"],
 )
 def test_unfitted_ensemble_raises_not_fitted(iris, unfitted):
-    X, _, _ = iris
     with pytest.raises(NotFittedError):
-        predict_members(unfitted, X)
+        predict_members(unfitted, iris[0])
 
 
 # ---------------------------------------------------------------------------
-# chunking, containers, no mutation
+# no mutation, Teacher passed through
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["forest", "bagging", "soft_voting"])
-def test_chunked_prediction_equals_default(iris, request, name):
-    X, _, _ = iris
-    ensemble = request.getfixturevalue(name)
-    np.testing.assert_array_equal(
-        predict_members(ensemble, X, batch_size=7), predict_members(ensemble, X)
-    )
-
-
-def test_chunked_regression_equals_default(regression, gaussian_members):
-    X, _ = regression
-    means7, vars7 = predict_members(gaussian_members, X, batch_size=7)
-    means, variances = predict_members(gaussian_members, X)
-    np.testing.assert_allclose(means7, means, rtol=1e-10)
-    np.testing.assert_allclose(vars7, variances, rtol=1e-10)
-
-
-@pytest.mark.parametrize("batch_size", [0, -3, 2.5])
-def test_bad_batch_size_is_refused(iris, forest, batch_size):
-    X, _, _ = iris
-    with pytest.raises(ValueError, match="batch_size"):
-        predict_members(forest, X, batch_size=batch_size)
-
-
-def test_dataframe_input_keeps_feature_names_quiet(iris):
-    X, _, ys = iris
-    df = pd.DataFrame(X, columns=["a", "b", "c", "d"], index=np.arange(150) * 3)
-    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(df, ys)
-    members = [GaussianNB(var_smoothing=v).fit(df, ys) for v in (1e-9, 1e-1)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        P_forest = predict_members(forest, df, batch_size=7)
-        P_list = predict_members(members, df, batch_size=7)
-    np.testing.assert_allclose(P_forest.mean(axis=1), forest.predict_proba(df), atol=1e-5)
-    for j, est in enumerate(members):
-        np.testing.assert_allclose(P_list[:, j], est.predict_proba(df), atol=1e-6)
-
-
-def test_prediction_does_not_mutate_the_ensemble(iris, forest, soft_voting, bagging):
-    X, _, _ = iris
-    for ensemble in (forest, soft_voting, bagging):
+def test_prediction_does_not_mutate_the_ensemble(
+    iris, forest, soft_voting, bagging_on_names, hard_voting
+):
+    X, _ = iris
+    for ensemble in (forest, soft_voting, bagging_on_names, hard_voting):
         before = joblib.hash(ensemble)
-        predict_members(ensemble, X, batch_size=50)
-        resolve_teacher(ensemble)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # hard voting
+            teacher = resolve_teacher(ensemble)
+        list(teacher.iter_predictions(X, chunk_rows=50))
         assert joblib.hash(ensemble) == before
 
 
 def test_teacher_is_passed_through(iris, forest):
-    X, _, _ = iris
+    X, _ = iris
     teacher = resolve_teacher(forest)
     assert isinstance(teacher, Teacher)
+    assert teacher.ensemble is forest
     assert resolve_teacher(teacher) is teacher
+    assert resolve_teacher(teacher, task="regressor") is teacher
     np.testing.assert_array_equal(predict_members(teacher, X), predict_members(forest, X))
 
 
@@ -541,22 +619,24 @@ def test_teacher_is_passed_through(iris, forest):
 # ---------------------------------------------------------------------------
 
 
-def test_forest_regressor_gives_means_and_nan_variances(regression, forest_regressor):
-    X, _ = regression
-    means, variances = predict_members(forest_regressor, X)
-    assert means.shape == variances.shape == (80, 4)
+def test_forest_regressor_gives_means_and_nan_variances(diabetes, forest_r):
+    X, _ = diabetes
+    means, variances = predict_members(forest_r, X)
+    assert means.shape == variances.shape == (300, 6)
+    assert means.dtype == variances.dtype == np.float64
     assert np.isnan(variances).all()
-    for j, tree in enumerate(forest_regressor.estimators_):
+    for j, tree in enumerate(forest_r.estimators_):
         np.testing.assert_allclose(means[:, j], tree.predict(X), rtol=1e-6)
-    np.testing.assert_allclose(means.mean(axis=1), forest_regressor.predict(X), rtol=1e-6)
-    teacher = resolve_teacher(forest_regressor)
-    assert not teacher.is_classifier
-    assert not teacher.has_variance
+    np.testing.assert_allclose(means.mean(axis=1), forest_r.predict(X), rtol=1e-6)
+    teacher = resolve_teacher(forest_r)
+    assert not teacher.is_classifier and teacher.task == "regressor"
+    assert teacher.has_variance is False
     assert teacher.classes_ is None
+    assert _kinds(teacher) == [PointMember] * 6
 
 
-def test_bagging_regressor_with_feature_subsets(regression):
-    X, y = regression
+def test_bagging_regressor_with_feature_subsets(diabetes):
+    X, y = diabetes
     bag = BaggingRegressor(
         DecisionTreeRegressor(max_depth=3), n_estimators=4, max_features=0.5, random_state=0
     ).fit(X, y)
@@ -567,8 +647,8 @@ def test_bagging_regressor_with_feature_subsets(regression):
     assert np.isnan(variances).all()
 
 
-def test_voting_regressor_weights(regression):
-    X, y = regression
+def test_voting_regressor_weights(diabetes):
+    X, y = diabetes
     vote = VotingRegressor(
         [("ridge", Ridge()), ("tree", DecisionTreeRegressor(max_depth=2, random_state=0))],
         weights=[1.0, 3.0],
@@ -581,34 +661,38 @@ def test_voting_regressor_weights(regression):
     )
 
 
-def test_gaussian_members_give_their_variances(regression, gaussian_members):
-    X, _ = regression
+def test_gaussian_members_give_their_variances(diabetes, gaussian_members):
+    X, _ = diabetes
     means, variances = predict_members(gaussian_members, X)
-    assert means.shape == variances.shape == (80, 3)
+    assert means.shape == variances.shape == (300, 4)
     assert np.isfinite(variances).all()
     assert (variances > 0).all()
     for j, member in enumerate(gaussian_members):
         mean, std = member.predict(X, return_std=True)
         np.testing.assert_allclose(means[:, j], mean, rtol=1e-6)
         np.testing.assert_allclose(variances[:, j], std**2, rtol=1e-6)
-    assert resolve_teacher(gaussian_members).has_variance
+    teacher = resolve_teacher(gaussian_members)
+    assert teacher.has_variance is True
+    assert _kinds(teacher) == [GaussianMember] * 4
 
 
-def test_gaussian_and_point_members_mixed(regression):
-    X, y = regression
+def test_gaussian_and_point_members_mixed(diabetes):
+    X, y = diabetes
     members = [BayesianRidge().fit(X, y), Ridge().fit(X, y)]
     means, variances = predict_members(members, X)
     assert np.isfinite(variances[:, 0]).all()
     assert np.isnan(variances[:, 1]).all()
     np.testing.assert_allclose(means[:, 1], members[1].predict(X), rtol=1e-6)
-    assert not resolve_teacher(members).has_variance
+    teacher = resolve_teacher(members)
+    assert teacher.has_variance is False
+    assert _kinds(teacher) == [GaussianMember, PointMember]
 
 
 class _MeanVariance(nn.Module):
-    def __init__(self, seed, shift=0.0, as_tuple=False):
+    def __init__(self, seed, n_features=10, shift=0.0, as_tuple=False):
         super().__init__()
         torch.manual_seed(seed)
-        self.linear = nn.Linear(4, 2)
+        self.linear = nn.Linear(n_features, 2)
         self.shift = shift
         self.as_tuple = as_tuple
 
@@ -620,123 +704,126 @@ class _MeanVariance(nn.Module):
         return torch.stack([mean, variance], dim=1)
 
 
-def test_torch_regressors_with_mean_and_variance(regression):
-    X, _ = regression
+def test_torch_regressors_with_mean_and_variance(diabetes):
+    X, _ = diabetes
     modules = [_MeanVariance(0), _MeanVariance(1), _MeanVariance(2, as_tuple=True)]
     means, variances = predict_members(modules, X, task="regressor")
-    assert means.shape == variances.shape == (80, 3)
+    assert means.shape == variances.shape == (300, 3)
     Xt = torch.as_tensor(X, dtype=torch.float32)
     for j, module in enumerate(modules):
         with torch.no_grad():
             mean, variance = module(Xt) if module.as_tuple else module(Xt).unbind(dim=1)
         np.testing.assert_allclose(means[:, j], mean.numpy(), rtol=1e-5)
         np.testing.assert_allclose(variances[:, j], variance.numpy(), rtol=1e-5)
-    teacher = resolve_teacher(modules, task="regressor")
-    predict_members(teacher, X)
+    teacher = resolve_teacher(modules, task="regressor", X=X)
     assert teacher.has_variance is True
+    assert _kinds(teacher) == [TorchRegressorMember] * 3
+    assert all(m.n_outputs == 2 for m in teacher.members)
 
 
-def test_torch_regressors_with_mean_only(regression):
-    X, _ = regression
+@pytest.mark.parametrize("squeeze", [False, True], ids=["n_by_1", "n"])
+def test_torch_regressors_with_mean_only(diabetes, squeeze):
+    X, _ = diabetes
     torch.manual_seed(0)
-    modules = [nn.Linear(4, 1), nn.Linear(4, 1)]
+    modules = [nn.Linear(10, 1), nn.Linear(10, 1)]
+    if squeeze:
+        modules = [nn.Sequential(m, nn.Flatten(0)) for m in modules]
     means, variances = predict_members(modules, X, task="regressor")
     with torch.no_grad():
-        expected = modules[1](torch.as_tensor(X, dtype=torch.float32))[:, 0].numpy()
+        expected = modules[1](torch.as_tensor(X, dtype=torch.float32)).reshape(-1).numpy()
     np.testing.assert_allclose(means[:, 1], expected, rtol=1e-5)
     assert np.isnan(variances).all()
-    teacher = resolve_teacher(modules, task="regressor")
-    predict_members(teacher, X)
+    teacher = resolve_teacher(modules, task="regressor", X=X)
     assert teacher.has_variance is False
+    assert all(m.n_outputs == 1 for m in teacher.members)
 
 
-def test_torch_regressor_negative_variance_is_refused(regression):
-    X, _ = regression
+def test_torch_regressor_negative_variance_is_refused(diabetes):
+    X, _ = diabetes
     modules = [_MeanVariance(0), _MeanVariance(1, shift=-1e3)]
-    with pytest.raises(ValueError, match="variance"):
+    with pytest.raises(ValueError, match="non-positive second column; it must be the variance"):
         predict_members(modules, X, task="regressor")
 
 
-def test_torch_regressor_with_three_outputs_is_refused(regression):
-    X, _ = regression
-    with pytest.raises(ValueError, match="outputs per row"):
-        predict_members([nn.Linear(4, 3)], X, task="regressor")
+def test_torch_regressor_with_three_outputs_is_refused(diabetes):
+    X, _ = diabetes
+    with pytest.raises(ValueError, match="3 outputs per row"):
+        predict_members([nn.Linear(10, 3)], X, task="regressor")
 
 
-def test_torch_regressors_with_different_widths_are_refused(regression):
-    X, _ = regression
-    with pytest.raises(ValueError, match="outputs per row"):
-        predict_members([_MeanVariance(0), nn.Linear(4, 1)], X, task="regressor")
+def test_torch_regressors_with_different_widths_are_refused(diabetes):
+    X, _ = diabetes
+    with pytest.raises(ValueError, match="1 outputs per row where the ensemble's first"):
+        predict_members([_MeanVariance(0), nn.Linear(10, 1)], X, task="regressor")
 
 
 # ---------------------------------------------------------------------------
-# fit_teacher
+# fit_ensemble and is_fitted
 # ---------------------------------------------------------------------------
 
 
-def test_fit_teacher_returns_a_fitted_ensemble_untouched(iris, forest):
-    X, _, ys = iris
-    fitted, here = fit_teacher(forest, X, ys, task="classifier")
-    assert fitted is forest
-    assert here is False
+def test_fit_ensemble_returns_a_fitted_ensemble_untouched(iris, iris_names, forest):
+    X, _ = iris
+    assert fit_ensemble(forest, X, iris_names) is forest
     frozen = FrozenEstimator(forest)
-    assert fit_teacher(frozen, X, None, task="classifier") == (frozen, False)
+    assert fit_ensemble(frozen, X, None) is frozen
+    modules = _torch_classifiers()
+    assert fit_ensemble(modules, X, None) is modules
 
 
-def test_fit_teacher_fits_a_clone_of_an_unfitted_ensemble(iris):
-    X, _, ys = iris
+def test_fit_ensemble_fits_a_clone_of_an_unfitted_ensemble(iris, iris_names):
+    X, _ = iris
     unfitted = RandomForestClassifier(n_estimators=3, random_state=0)
-    fitted, here = fit_teacher(unfitted, X, ys, task="classifier")
-    assert here is True
+    fitted = fit_ensemble(unfitted, X, iris_names)
     assert fitted is not unfitted
     assert not hasattr(unfitted, "estimators_")
     assert len(fitted.estimators_) == 3
     assert predict_members(fitted, X).shape == (150, 3, 3)
 
 
-def test_fit_teacher_fits_an_unfitted_list(iris):
-    X, _, ys = iris
+def test_fit_ensemble_fits_an_unfitted_list(iris, iris_names):
+    X, _ = iris
     members = [DecisionTreeClassifier(max_depth=d, random_state=0) for d in (1, 2)]
-    fitted, here = fit_teacher(members, X, ys, task="classifier")
-    assert here is True
+    fitted = fit_ensemble(members, X, iris_names)
+    assert isinstance(fitted, list)
     assert all(f is not m for f, m in zip(fitted, members, strict=True))
     assert all(not hasattr(m, "classes_") for m in members)
     assert [f.get_depth() for f in fitted] == [1, 2]
 
 
-def test_fit_teacher_passes_sample_weight(iris):
-    X, _, ys = iris
-    weight = np.where(ys == "setosa", 0.0, 1.0)
-    fitted, _ = fit_teacher(
-        DecisionTreeClassifier(random_state=0), X, ys, sample_weight=weight, task="classifier"
-    )
-    reference = DecisionTreeClassifier(random_state=0).fit(X, ys, sample_weight=weight)
-    unweighted = DecisionTreeClassifier(random_state=0).fit(X, ys)
+def test_fit_ensemble_passes_sample_weight(iris, iris_names):
+    X, _ = iris
+    weight = np.where(iris_names == "setosa", 0.0, 1.0)
+    fitted = fit_ensemble(DecisionTreeClassifier(random_state=0), X, iris_names, weight)
+    reference = DecisionTreeClassifier(random_state=0).fit(X, iris_names, sample_weight=weight)
+    unweighted = DecisionTreeClassifier(random_state=0).fit(X, iris_names)
     np.testing.assert_array_equal(fitted.predict_proba(X), reference.predict_proba(X))
     assert not np.array_equal(fitted.predict_proba(X), unweighted.predict_proba(X))
 
 
-def test_fit_teacher_builds_the_default(iris):
-    X, _, ys = iris
-    calls = []
-
-    def default():
-        calls.append(1)
-        return RandomForestClassifier(n_estimators=2, random_state=0)
-
-    fitted, here = fit_teacher(None, X, ys, task="classifier", default=default)
-    assert calls == [1]
-    assert here is True
-    assert len(fitted.estimators_) == 2
-
-
-def test_fit_teacher_needs_y_for_an_unfitted_ensemble(iris):
-    X, _, _ = iris
+def test_fit_ensemble_needs_y_for_an_unfitted_ensemble(iris):
     with pytest.raises(ValueError, match="requires y to be passed"):
-        fit_teacher(RandomForestClassifier(), X, None, task="classifier")
+        fit_ensemble(RandomForestClassifier(), iris[0], None)
 
 
-def test_fit_teacher_refuses_an_empty_list(iris):
-    X, _, ys = iris
+def test_fit_ensemble_refuses_an_empty_list(iris):
     with pytest.raises(ValueError, match="empty"):
-        fit_teacher([], X, ys, task="classifier")
+        fit_ensemble([], *iris)
+
+
+def test_unfitted_boosting_is_refused_by_fit_ensemble(iris):
+    X, y = iris
+    with pytest.raises(TypeError, match="cannot be distilled"):
+        fit_ensemble(GradientBoostingClassifier(), X, y)
+    with pytest.raises(TypeError, match="cannot be distilled"):
+        fit_ensemble([GradientBoostingRegressor()], X, y)
+
+
+def test_is_fitted(iris, forest):
+    assert is_fitted(forest)
+    assert not is_fitted(RandomForestClassifier())
+    assert is_fitted(FrozenEstimator(RandomForestClassifier()))  # frozen means fitted
+    assert is_fitted(nn.Linear(4, 3))
+    assert is_fitted([GaussianNB().fit(*iris)]) and not is_fitted((GaussianNB(),))
+    with pytest.raises(ValueError, match="mixes fitted and unfitted"):
+        is_fitted([forest, RandomForestClassifier()])

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import spearmanr
 from sklearn.base import clone
 from sklearn.datasets import load_diabetes
 from sklearn.ensemble import (
@@ -25,18 +26,23 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, WhiteKernel
 from sklearn.linear_model import BayesianRidge, Ridge
 from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 from torch import nn
 
 from skhydra import HydraDistilledRegressor, predict_uncertainty
+from skhydra._regressor import GaussianTargets
+from skhydra._targets import assign_heads
 from skhydra.ensembles import predict_members, resolve_teacher
 from skhydra.uncertainty import regression_uncertainty, uncertainty_frame
 
-FAST = dict(body_layer_sizes=(32,), phase1_epochs=10, max_epochs=20, random_state=0)
+FAST = dict(body_layer_sizes=(32,), phase1_epochs=10, max_epochs=30, random_state=0)
 # The 1-D toy needs a deeper, faster-learning student than FAST to follow the curve.
-TOY = dict(body_layer_sizes=(32, 32), lr=1e-2, phase1_epochs=10, max_epochs=30, random_state=0)
+TOY = dict(body_layer_sizes=(32, 32), lr=1e-2, phase1_epochs=10, max_epochs=40, random_state=0)
+# Enough training for six heads to learn their members (fidelity tests).
+FIDELITY = dict(body_layer_sizes=(32,), phase1_epochs=20, max_epochs=80, lr=3e-3, random_state=0)
 COLUMNS = ["total", "aleatoric", "epistemic"]
 
 
@@ -55,22 +61,10 @@ def _bootstrap_fits(make, X, y, n, seed=0):
 
 
 @pytest.fixture(scope="module")
-def diabetes():
-    X, y = load_diabetes(return_X_y=True)
-    return StandardScaler().fit_transform(X)[:300], y[:300]
-
-
-@pytest.fixture(scope="module")
-def forest(diabetes):
-    X, y = diabetes
-    return RandomForestRegressor(n_estimators=6, min_samples_leaf=3, random_state=0).fit(X, y)
-
-
-@pytest.fixture(scope="module")
-def hydra(diabetes, forest):
+def student(diabetes, forest_r):
     """Point members, distilled with y (aleatoric variance learned from residuals)."""
     X, y = diabetes
-    return HydraDistilledRegressor(forest, **FAST).fit(X, y)
+    return HydraDistilledRegressor(forest_r, **FAST).fit(X, y)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +148,7 @@ def toy():
 
 def _teacher_mean(ensemble, X):
     means, _ = predict_members(ensemble, X, task="regressor")
-    weights = resolve_teacher(ensemble, "regressor").weights
+    weights = resolve_teacher(ensemble, task="regressor", X=X).weights
     return np.average(means, axis=1, weights=weights)
 
 
@@ -166,6 +160,36 @@ def _check_student(model, ensemble, X, min_r2):
     assert means.shape == variances.shape == (len(X), n_members)
     assert np.isfinite(variances).all() and (variances > 0).all()
     assert r2_score(_teacher_mean(ensemble, X), model.predict(X)) > min_r2
+
+
+@pytest.fixture(scope="module")
+def disagreeing(diabetes):
+    """Bagged linear members on half the rows and half the features, and off-training rows.
+
+    Their disagreement is smooth, so a small student can learn it: fidelity
+    tests on these members fail when the method is broken, not when the
+    student is merely small.
+    """
+    X, y = diabetes
+    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.33, random_state=0)
+    X_eval = np.vstack([X_test, X_test + np.random.default_rng(1).normal(size=X_test.shape)])
+    members = {
+        kind: BaggingRegressor(
+            member, n_estimators=6, max_samples=0.5, max_features=0.5, random_state=0
+        ).fit(X_train, y_train)
+        for kind, member in (("gaussian", BayesianRidge()), ("point", Ridge()))
+    }
+    return X_train, y_train, X_eval, members
+
+
+@pytest.fixture(scope="module")
+def faithful(disagreeing):
+    """Students of both bagged ensembles, fitted with y, and their teachers."""
+    X_train, y_train, _, members = disagreeing
+    return {
+        kind: (HydraDistilledRegressor(bag, **FIDELITY).fit(X_train, y_train), bag)
+        for kind, bag in members.items()
+    }
 
 
 # -- teachers ------------------------------------------------------------------
@@ -293,10 +317,10 @@ def test_bayesian_ridge_members(diabetes):
 # -- point members: aleatoric from y or unknown ----------------------------------
 
 
-def test_point_members_without_y_report_unknown_aleatoric(diabetes, forest):
+def test_point_members_without_y_report_unknown_aleatoric(diabetes, forest_r):
     X, _ = diabetes
     with pytest.warns(UserWarning, match="aleatoric"):
-        model = HydraDistilledRegressor(forest, **FAST).fit(X)
+        model = HydraDistilledRegressor(forest_r, **FAST).fit(X)
     with pytest.warns(UserWarning, match="aleatoric"):
         u = model.predict_uncertainty(X)
     assert list(u.columns) == COLUMNS
@@ -308,11 +332,11 @@ def test_point_members_without_y_report_unknown_aleatoric(diabetes, forest):
     assert np.isfinite(mean).all() and np.isnan(std).all()
 
 
-def test_point_members_with_y_learn_aleatoric(diabetes, hydra):
+def test_point_members_with_y_learn_aleatoric(diabetes, student):
     X, y = diabetes
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        u = hydra.predict_uncertainty(X)
+        u = student.predict_uncertainty(X)
     assert np.isfinite(u.to_numpy()).all()
     assert (u["aleatoric"] > 0).all()
     # Of the order of the residual variance, not the variance floor.
@@ -322,7 +346,7 @@ def test_point_members_with_y_learn_aleatoric(diabetes, hydra):
 # -- the decomposition -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["hydra", "voting_hydra"])
+@pytest.mark.parametrize("name", ["student", "voting_hydra"])
 def test_decomposition_invariants(diabetes, request, name):
     X, _ = diabetes
     model = request.getfixturevalue(name)
@@ -333,7 +357,7 @@ def test_decomposition_invariants(diabetes, request, name):
     mean, std = model.predict(X, return_std=True)
     np.testing.assert_allclose(std**2, u["total"], rtol=1e-6)
     means, variances = model.predict_members(X)
-    weights = resolve_teacher(model.ensemble_).weights  # None (equal) for the forest
+    weights = model.teacher_.weights  # None (equal) for the forest
     np.testing.assert_allclose(mean, np.average(means, axis=1, weights=weights), rtol=1e-10)
     np.testing.assert_allclose(model.predict(X), mean)
     np.testing.assert_allclose(
@@ -342,25 +366,25 @@ def test_decomposition_invariants(diabetes, request, name):
     np.testing.assert_allclose(u["aleatoric"], np.average(variances, axis=1, weights=weights))
 
 
-def test_one_head_has_zero_epistemic(diabetes, forest):
+def test_one_head_has_zero_epistemic(diabetes, forest_r):
     X, y = diabetes
-    kd = HydraDistilledRegressor(forest, n_heads=1, **FAST).fit(X, y)
+    kd = HydraDistilledRegressor(forest_r, n_heads=1, **FAST).fit(X, y)
     assert kd.n_heads_ == 1 and kd.n_members_ == 6
     u = kd.predict_uncertainty(X)
     np.testing.assert_array_equal(u["epistemic"], 0.0)
     assert (u["aleatoric"] > 0).all()
 
 
-def test_fewer_heads_than_members(diabetes, forest):
+def test_fewer_heads_than_members(diabetes, forest_r):
     X, y = diabetes
-    model = HydraDistilledRegressor(forest, n_heads=2, **FAST).fit(X, y)
+    model = HydraDistilledRegressor(forest_r, n_heads=2, **FAST).fit(X, y)
     assert model.n_heads_ == 2 and model.n_members_ == 6
     means, variances = model.predict_members(X[:7])
     assert means.shape == variances.shape == (7, 2)
     assert model.predict_uncertainty(X[:7]).shape == (7, 3)
-    assert r2_score(forest.predict(X), model.predict(X)) > 0.6
+    assert r2_score(forest_r.predict(X), model.predict(X)) > 0.6
     with pytest.raises(ValueError, match="exceeds the ensemble's 6 members"):
-        HydraDistilledRegressor(forest, n_heads=7, **FAST).fit(X, y)
+        HydraDistilledRegressor(forest_r, n_heads=7, **FAST).fit(X, y)
 
 
 def test_target_scaling_round_trip():
@@ -395,7 +419,7 @@ def test_heteroscedastic_gap_keeps_epistemic_and_aleatoric_shape(toy):
 
     t_means, t_vars = predict_members(members, grid, task="regressor")
     teacher = uncertainty_frame(*regression_uncertainty(t_means, t_vars))
-    model = HydraDistilledRegressor(members, **{**TOY, "max_epochs": 100}).fit(X)
+    model = HydraDistilledRegressor(members, **{**TOY, "max_epochs": 110}).fit(X)
     assert model.augmentation == "noise"  # the default: synthetic rows reach the gap
     student = model.predict_uncertainty(grid)
     for u in (teacher, student):
@@ -419,16 +443,16 @@ def test_module_function_on_torch_members(toy):
 # -- the module function, DataFrames, pickling -------------------------------------
 
 
-def test_module_function_on_teacher_and_student(diabetes, forest, hydra):
+def test_module_function_on_teacher_and_student(diabetes, forest_r, student):
     X, _ = diabetes
     with pytest.warns(UserWarning, match="no variance"):
-        t = predict_uncertainty(forest, X)
-    s = predict_uncertainty(hydra, X)
+        t = predict_uncertainty(forest_r, X)
+    s = predict_uncertainty(student, X)
     assert list(t.columns) == list(s.columns) == COLUMNS
     assert t["aleatoric"].isna().all()
-    trees = np.stack([tree.predict(X) for tree in forest.estimators_], axis=1)
+    trees = np.stack([tree.predict(X) for tree in forest_r.estimators_], axis=1)
     np.testing.assert_allclose(t["epistemic"], trees.var(axis=1), rtol=1e-6)
-    pd.testing.assert_frame_equal(s, hydra.predict_uncertainty(X))
+    pd.testing.assert_frame_equal(s, student.predict_uncertainty(X))
 
 
 def test_module_function_with_gaussian_members(diabetes, gp_members):
@@ -439,18 +463,18 @@ def test_module_function_with_gaussian_members(diabetes, gp_members):
     assert np.isfinite(t.to_numpy()).all()
 
 
-def test_dataframe_index_and_feature_names(diabetes, forest):
+def test_dataframe_index_and_feature_names(diabetes, forest_r):
     X, y = diabetes
     columns = [f"f{i}" for i in range(X.shape[1])]
     frame = pd.DataFrame(X, columns=columns, index=np.arange(len(X)) + 1000)
-    model = HydraDistilledRegressor(forest, **FAST).fit(frame, pd.Series(y, index=frame.index))
+    model = HydraDistilledRegressor(forest_r, **FAST).fit(frame, pd.Series(y, index=frame.index))
     assert list(model.feature_names_in_) == columns
     assert model.n_features_in_ == X.shape[1]
     u = model.predict_uncertainty(frame.iloc[10:20])
     assert list(u.index) == list(frame.index[10:20])
     assert list(predict_uncertainty(model, frame).index) == list(frame.index)
     with pytest.warns(UserWarning, match="no variance"):
-        assert list(predict_uncertainty(forest, frame).index) == list(frame.index)
+        assert list(predict_uncertainty(forest_r, frame).index) == list(frame.index)
 
 
 def test_dataframe_members_fitted_with_names_stay_quiet(diabetes):
@@ -482,37 +506,37 @@ def test_pickle_round_trip(diabetes, voting_hydra):
     np.testing.assert_array_equal(std, std2)
 
 
-def test_same_random_state_same_predictions(diabetes, forest, hydra):
+def test_same_random_state_same_predictions(diabetes, forest_r, student):
     X, y = diabetes
-    again = HydraDistilledRegressor(forest, **FAST).fit(X, y)
-    np.testing.assert_array_equal(again.predict(X), hydra.predict(X))
+    again = HydraDistilledRegressor(forest_r, **FAST).fit(X, y)
+    np.testing.assert_array_equal(again.predict(X), student.predict(X))
 
 
 # -- errors ----------------------------------------------------------------------
 
 
-def test_bad_input_errors(diabetes, forest, hydra):
+def test_bad_input_errors(diabetes, forest_r, student):
     X, y = diabetes
     with pytest.raises(ValueError, match="columns"):
-        HydraDistilledRegressor(forest, **FAST).fit(X, np.stack([y, y], axis=1))
+        HydraDistilledRegressor(forest_r, **FAST).fit(X, np.stack([y, y], axis=1))
     X_nan = X.copy()
     X_nan[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        HydraDistilledRegressor(forest, **FAST).fit(X_nan, y)
+        HydraDistilledRegressor(forest_r, **FAST).fit(X_nan, y)
     with pytest.raises(ValueError, match="NaN"):
-        hydra.predict(X_nan)
+        student.predict(X_nan)
     y_nan = y.copy()
     y_nan[3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         HydraDistilledRegressor(RandomForestRegressor(n_estimators=2), **FAST).fit(X, y_nan)
     with pytest.raises(ValueError, match="features"):
-        hydra.predict(X[:, :3])
+        student.predict(X[:, :3])
     with pytest.raises(ValueError, match="features"):
-        hydra.predict_uncertainty(X[:, :3])
+        student.predict_uncertainty(X[:, :3])
     with pytest.raises(NotFittedError):
-        HydraDistilledRegressor(forest).predict(X)
+        HydraDistilledRegressor(forest_r).predict(X)
     with pytest.raises(NotFittedError):
-        HydraDistilledRegressor(forest).predict_uncertainty(X)
+        HydraDistilledRegressor(forest_r).predict_uncertainty(X)
     with pytest.raises(ValueError, match="requires y"):
         HydraDistilledRegressor(**FAST).fit(X)
     with pytest.raises(ValueError, match="requires y"):
@@ -546,3 +570,83 @@ def test_classifier_ensemble_is_refused(diabetes):
         HydraDistilledRegressor(classifier, **FAST).fit(X, y)
     with pytest.raises(ValueError, match="HydraDistilledClassifier"):
         HydraDistilledRegressor([classifier.estimators_[0]], **FAST).fit(X)
+
+
+# -- fidelity to the teacher: the heads keep the members' disagreement ---------
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "point"])
+def test_student_epistemic_tracks_the_teacher_off_the_training_rows(disagreeing, faithful, kind):
+    _, _, X_eval, _ = disagreeing
+    student, bag = faithful[kind]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*predict no variance", category=UserWarning)
+        teacher = predict_uncertainty(bag, X_eval)["epistemic"]
+    mine = student.predict_uncertainty(X_eval)["epistemic"]
+    assert spearmanr(teacher, mine).statistic > 0.9
+    assert 0.6 < mine.mean() / teacher.mean() < 1.5
+    if kind == "gaussian":
+        t_aleatoric = predict_uncertainty(bag, X_eval)["aleatoric"]
+        ratio = student.predict_uncertainty(X_eval)["aleatoric"].mean() / t_aleatoric.mean()
+        assert 0.7 < ratio < 1.4
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "point"])
+def test_head_m_learns_member_m(disagreeing, faithful, kind):
+    _, _, X_eval, _ = disagreeing
+    student, bag = faithful[kind]
+    member_means, _ = predict_members(bag, X_eval)
+    head_means, _ = student.predict_members(X_eval)
+    # errors[m, h]: how far head h is from member m; member m's own head is the closest.
+    errors = ((member_means[:, :, None] - head_means[:, None, :]) ** 2).mean(axis=0)
+    np.testing.assert_array_equal(errors.argmin(axis=1), np.arange(6))
+
+
+def test_fewer_heads_learn_the_moments_of_their_members(disagreeing):
+    X_train, y_train, X_eval, members = disagreeing
+    bag = members["gaussian"]
+    student = HydraDistilledRegressor(bag, n_heads=3, **FIDELITY).fit(X_train, y_train)
+    np.testing.assert_array_equal(student.member_heads_, [0, 1, 2, 0, 1, 2])
+    means, variances = predict_members(bag, X_eval)
+    # Head h imitates the moment-matched Gaussian of members h and h + 3.
+    group_means = (means[:, :3] + means[:, 3:]) / 2
+    head_means, head_variances = student.predict_members(X_eval)
+    errors = ((group_means[:, :, None] - head_means[:, None, :]) ** 2).mean(axis=0)
+    np.testing.assert_array_equal(errors.argmin(axis=1), np.arange(3))
+    group_variances = (
+        variances[:, :3] + variances[:, 3:] + means[:, :3] ** 2 + means[:, 3:] ** 2
+    ) / 2
+    group_variances -= group_means**2
+    assert 0.7 < head_variances.mean() / group_variances.mean() < 1.4
+
+
+# -- the target encoding ------------------------------------------------------------
+
+
+def test_gaussian_targets_standardise_and_match_moments():
+    means = np.array([[10.0, 14.0, 30.0]])
+    variances = np.array([[4.0, 8.0, np.nan]])
+    encoding = GaussianTargets(loc=10.0, scale=2.0, aleatoric_known=True)
+    heads = assign_heads(3, 2)  # head 0: members 0 and 2; head 1: member 1
+    phase1, phase2 = encoding.encode((means, variances), heads, np.array([12.0]))
+    # Standardised: means (0, 2, 10), variances (1, 2, nan); y = 1.
+    np.testing.assert_allclose(phase1["mean"], [[4.0]])
+    assert np.isnan(phase1["var"]).all()  # a point member leaves the mixture's variance unknown
+    np.testing.assert_allclose(phase2["mean"], [[5.0, 2.0]])
+    np.testing.assert_allclose(phase2["var"][:, 1], [2.0])
+    np.testing.assert_allclose(phase1["y"], [1.0])
+    gaussians = encoding.encode((means[:, :2], variances[:, :2]), assign_heads(2, 1), None)[1]
+    # One head, two members (0, 1) and (2, 2): mixture mean 1, variance 1.5 + 1 = 2.5.
+    np.testing.assert_allclose(gaussians["mean"], [[1.0]])
+    np.testing.assert_allclose(gaussians["var"], [[2.5]])
+    assert np.isnan(gaussians["y"]).all()
+
+
+def test_gaussian_targets_decode_to_units_of_y():
+    encoding = GaussianTargets(loc=100.0, scale=10.0, aleatoric_known=True)
+    outputs = torch.tensor([[[0.5, 0.5413]]])  # softplus(0.5413) = 1.0
+    means, variances = encoding.decode(outputs)
+    np.testing.assert_allclose(means, [[105.0]])
+    np.testing.assert_allclose(variances, [[100.0]], rtol=1e-3)
+    unknown = GaussianTargets(loc=0.0, scale=1.0, aleatoric_known=False).decode(outputs)[1]
+    assert np.isnan(unknown).all()

@@ -1,0 +1,249 @@
+"""Mutation check: break the method on purpose and see the tests fail.
+
+Each mutant is a small edit of the package that breaks one idea of Hydra
+(identical heads, no temperature, the KL reversed...). For each, the package
+and its tests are copied to a temporary folder, the edit is applied there,
+and the behavioural tests run against the copy; the mutant is *killed* when a
+test fails. The unmutated copy must pass the same tests first, so a kill
+means the edit was caught, not that the tests were already failing.
+
+    python tools/mutation_check.py              # every mutant
+    python tools/mutation_check.py --only kl_reversed,phase1_skipped
+    python tools/mutation_check.py --list
+
+Prints one line per mutant (killed or SURVIVED, with the first failing test)
+and ``killed K of N``; exits 1 when a mutant survives or no longer applies.
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The behavioural tests every mutant runs against (files, or file::test ids).
+TESTS = [
+    "tests/test_losses.py",
+    "tests/test_uncertainty.py",
+    "tests/test_targets.py",
+    "tests/test_transfer.py",
+    "tests/test_classifier.py::test_phase_one_alone_copies_a_student_of_the_mean_into_every_head",
+    "tests/test_classifier.py::test_student_epistemic_tracks_the_teacher_off_the_training_rows",
+    "tests/test_classifier.py::test_head_m_learns_member_m",
+    "tests/test_classifier.py::test_fewer_heads_learn_the_mixture_of_their_members",
+    "tests/test_classifier.py::test_temperature_changes_what_the_heads_learn",
+    "tests/test_classifier.py::test_augmentation_rows_are_labelled_at_their_own_rows",
+    "tests/test_regressor.py::test_student_epistemic_tracks_the_teacher_off_the_training_rows",
+    "tests/test_regressor.py::test_head_m_learns_member_m",
+    "tests/test_regressor.py::test_fewer_heads_learn_the_moments_of_their_members",
+]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One way of breaking the method: edits ``(file, old, new)`` applied together."""
+
+    name: str
+    what: str
+    edits: tuple
+
+
+MUTANTS = [
+    Mutant(
+        "heads_on_ensemble_mean",
+        "every phase-2 head is trained on the ensemble mean",
+        (
+            (
+                "skhydra/_classifier.py",
+                '{"target": self._tempered(heads.head_targets(probabilities))},',
+                '{"target": self._tempered(np.repeat(heads.mean_target(probabilities), '
+                "len(heads.head_weights), axis=1))},",
+            ),
+            (
+                "skhydra/_regressor.py",
+                "for m, v in (phase1, phase2)",
+                "for m, v in (phase1, tuple(np.repeat(a, len(heads.head_weights), axis=1) "
+                "for a in phase1))",
+            ),
+        ),
+    ),
+    Mutant(
+        "temperature_ignored",
+        "the temperature is ignored (T = 1 for targets and student)",
+        (
+            (
+                "skhydra/losses.py",
+                "return F.log_softmax(scores / temperature, dim=-1)",
+                "return F.log_softmax(scores, dim=-1)",
+            ),
+        ),
+    ),
+    Mutant(
+        "kl_reversed",
+        "the per-head KL divergence is KL(student || teacher)",
+        (
+            (
+                "skhydra/losses.py",
+                "kl = (torch.xlogy(target, target) - target * log_q).sum(dim=-1)",
+                "kl = (log_q.exp() * (log_q - torch.log(target.clamp_min(1e-12)))).sum(dim=-1)",
+            ),
+        ),
+    ),
+    Mutant(
+        "phase1_skipped",
+        "phase 1 (the Hinton head) is skipped",
+        (
+            (
+                "skhydra/_training.py",
+                "net = phase(1, module, phase1_epochs, targets[0], None)",
+                "net = phase(1, module, 0, targets[0], None)",
+            ),
+        ),
+    ),
+    Mutant(
+        "student_epistemic_zero",
+        "the classifier student's epistemic uncertainty is returned as zero",
+        (
+            (
+                "skhydra/_classifier.py",
+                "epistemic = np.maximum(total - aleatoric, 0.0)",
+                "epistemic = np.zeros_like(total)",
+            ),
+        ),
+    ),
+    Mutant(
+        "regression_epistemic_zero",
+        "the regression epistemic variance is returned as zero",
+        (
+            (
+                "skhydra/uncertainty.py",
+                "epistemic = ((mu - mean[:, None]) ** 2) @ w",
+                "epistemic = 0.0 * mean",
+            ),
+        ),
+    ),
+    Mutant(
+        "regression_epistemic_wrong_axis",
+        "the regression epistemic variance is taken across rows, not members",
+        (
+            (
+                "skhydra/uncertainty.py",
+                "epistemic = ((mu - mean[:, None]) ** 2) @ w",
+                "epistemic = ((mu - mu.mean(axis=0)) ** 2) @ w",
+            ),
+        ),
+    ),
+    Mutant(
+        "members_shifted_heads",
+        "with one head per member, head m learns member m - 1",
+        (
+            (
+                "skhydra/_targets.py",
+                "            return members\n",
+                "            return np.roll(members, 1, axis=1)\n",
+            ),
+        ),
+    ),
+    Mutant(
+        "members_wrong_groups",
+        "with fewer heads, members go to heads in contiguous blocks, not m % n_heads",
+        (
+            (
+                "skhydra/_targets.py",
+                "member_heads = np.arange(n_members) % n_heads",
+                "member_heads = np.arange(n_members) * n_heads // n_members",
+            ),
+        ),
+    ),
+    Mutant(
+        "augmentation_wrong_rows",
+        "synthetic rows are labelled with the teacher's predictions of other synthetic rows",
+        (
+            (
+                "skhydra/_transfer.py",
+                "    synthetic_for_teacher = synthetic\n",
+                "    synthetic_for_teacher = synthetic[::-1]\n",
+            ),
+        ),
+    ),
+]
+
+
+def _copy_tree(dest):
+    for name in ("skhydra", "tests"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml"):
+        shutil.copy(ROOT / name, dest / name)
+
+
+def _apply(dest, mutant):
+    for path, old, new in mutant.edits:
+        file = dest / path
+        text = file.read_text()
+        if text.count(old) != 1:
+            raise LookupError(
+                f"mutant {mutant.name}: expected one occurrence of {old!r} in {path}, "
+                f"found {text.count(old)}; update the mutant to the current code."
+            )
+        file.write_text(text.replace(old, new))
+
+
+def _run_tests(dest, tests):
+    """Run ``tests`` in ``dest`` (the copy is imported first); return (passed, first failure)."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    done = subprocess.run(command, cwd=dest, capture_output=True, text=True)
+    failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    return done.returncode == 0, (failed[0] if failed else done.stdout[-300:])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated mutant names")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+    mutants = MUTANTS
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {m.name for m in MUTANTS}
+        if unknown:
+            parser.error(f"unknown mutants {sorted(unknown)}")
+        mutants = [m for m in MUTANTS if m.name in wanted]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name}: {m.what}")
+        return 0
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="skhydra-mutants-") as tmp:
+        baseline = Path(tmp) / "baseline"
+        _copy_tree(baseline)
+        passed, failure = _run_tests(baseline, TESTS)
+        if not passed:
+            print(f"The unmutated package fails the tests; fix that first:\n{failure}")
+            return 1
+        killed = 0
+        for mutant in mutants:
+            dest = Path(tmp) / mutant.name
+            _copy_tree(dest)
+            try:
+                _apply(dest, mutant)
+            except LookupError as exc:
+                print(f"STALE     {mutant.name}: {exc}")
+                continue
+            passed, failure = _run_tests(dest, TESTS)
+            killed += not passed
+            verdict = "SURVIVED" if passed else "killed  "
+            print(f"{verdict}  {mutant.name} ({mutant.what})")
+            if not passed:
+                print(f"          by {failure}")
+            shutil.rmtree(dest)
+    print(f"killed {killed} of {len(mutants)} ({time.perf_counter() - start:.0f} s)")
+    return 0 if killed == len(mutants) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
