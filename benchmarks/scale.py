@@ -22,7 +22,7 @@ resident memory (``getrusage(RUSAGE_SELF).ru_maxrss``) is its own:
   the training-time growth of ``budget`` is memory the allocator keeps.
 
 The student keeps its defaults except a short training budget
-(``phase1_epochs=1``, ``max_epochs=1``; early stopping stays on), ``device="cpu"``,
+(``phase1_epochs=1``, ``max_epochs=2``: one epoch per phase; early stopping stays on), ``device="cpu"``,
 ``n_jobs=2`` (members predict on both cores) and ``random_state=0``. Torch
 trains with ``--threads`` threads, 1 by default: on this shared 2-core machine,
 two OpenMP threads competing with other jobs made a training step 6-8x slower
@@ -301,7 +301,7 @@ def worker(args):
     student = HydraDistilledClassifier(
         forest,
         phase1_epochs=args.phase1_epochs,
-        max_epochs=args.epochs,
+        max_epochs=args.phase1_epochs + args.epochs,
         device="cpu",
         n_jobs=args.n_jobs,
         random_state=0,
@@ -397,7 +397,7 @@ def throughput(student, forest, X, args):
             1, lambda: module_forward(student, X)
         ),
         "student decomposition only (numpy, on the heads)": lambda: classification_uncertainty(
-            heads, student._head_weights
+            heads, student.head_weights_
         ),
         "forest predict_members (n_jobs=1)": lambda: predict_members(forest, X, n_jobs=1),
         "forest predict_members (n_jobs=2)": lambda: predict_members(forest, X, n_jobs=2),
@@ -434,7 +434,7 @@ def report(args, meta, results, out):
     )
     out(
         f"Student: `HydraDistilledClassifier(forest, phase1_epochs={args.phase1_epochs}, "
-        f"max_epochs={args.epochs}, device='cpu', n_jobs={args.n_jobs}, random_state=0, "
+        f"max_epochs={args.phase1_epochs + args.epochs}, device='cpu', n_jobs={args.n_jobs}, random_state=0, "
         f"memory_budget=..., augmentation=...)`, torch threads {args.threads or 'default'}, "
         "other parameters at their defaults "
         "(body (256, 256), one linear head per tree, batch 256, early stopping with 10% "
@@ -627,7 +627,7 @@ def main():
     parser.add_argument("--forest-rows", type=int, default=50_000, help="rows fitting the forest")
     parser.add_argument("--min-samples-leaf", type=int, default=5)
     parser.add_argument("--phase1-epochs", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=1, help="max_epochs (phase 2)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of phase 2")
     parser.add_argument("--n-jobs", type=int, default=2, help="the student's n_jobs")
     parser.add_argument("--budget", default="2GB", help="memory_budget of the budget configs")
     parser.add_argument(

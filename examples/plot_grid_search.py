@@ -63,7 +63,7 @@ weights_before = [[w.copy() for w in m[-1].coefs_] for m in members]
 # ``y`` is only needed by the accuracy scorer: the fitted members label the
 # transfer rows themselves.
 search = GridSearchCV(
-    HydraDistilledClassifier(members, phase1_epochs=15, max_epochs=30, random_state=0),
+    HydraDistilledClassifier(members, phase1_epochs=15, max_epochs=45, random_state=0),
     {"body_layer_sizes": [(32,), (128,)], "head_layer_sizes": [(), (16,)]},
     scoring={"fidelity": epistemic_fidelity_score, "accuracy": "accuracy"},
     refit="fidelity",
@@ -138,7 +138,7 @@ disp.figure_.tight_layout()
 # Its epistemic uncertainty is zero on every row, so its fidelity score is
 # 0.0 by definition, whatever its accuracy.
 kd = HydraDistilledClassifier(
-    members, n_heads=1, phase1_epochs=15, max_epochs=30, random_state=0, **search.best_params_
+    members, n_heads=1, phase1_epochs=15, max_epochs=45, random_state=0, **search.best_params_
 ).fit(X_train)
 print(
     f"Hydra: test accuracy {search.best_estimator_.score(X_test, y_test):.3f}, "

@@ -127,7 +127,7 @@ hydra = HydraDistilledClassifier(
     body=CNNBody,
     body_params={"channels": 8, "hidden": 32},
     phase1_epochs=15,
-    max_epochs=30,
+    max_epochs=45,
     noise_scale=1.0,
     random_state=0,
 ).fit(X_train)
@@ -206,7 +206,7 @@ fig.tight_layout()
 # this demonstration fast.
 search = GridSearchCV(
     HydraDistilledClassifier(
-        members, body=CNNBody, phase1_epochs=3, max_epochs=6, noise_scale=1.0, random_state=0
+        members, body=CNNBody, phase1_epochs=3, max_epochs=9, noise_scale=1.0, random_state=0
     ),
     {"body__channels": [4, 8]},
     scoring=epistemic_fidelity_score,

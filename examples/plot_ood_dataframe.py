@@ -40,7 +40,7 @@ teacher = ExtraTreesClassifier(n_estimators=20, random_state=0).fit(X_train, y_t
 # Distil on the DataFrame
 # -----------------------
 # The student takes the DataFrame directly and scales its inputs itself.
-student_params = dict(body_layer_sizes=(64,), phase1_epochs=20, max_epochs=40, random_state=0)
+student_params = dict(body_layer_sizes=(64,), phase1_epochs=20, max_epochs=60, random_state=0)
 hydra = HydraDistilledClassifier(teacher, **student_params).fit(X_train)
 print(f"teacher accuracy: {teacher.score(X_test, y_test):.3f}")
 print(f"student accuracy: {hydra.score(X_test, y_test):.3f}")

@@ -42,7 +42,7 @@ hydra = HydraDistilledClassifier(
     forest,
     body_layer_sizes=(64,),
     phase1_epochs=20,
-    max_epochs=40,
+    max_epochs=60,
     random_state=0,
 ).fit(X_train)
 

@@ -89,7 +89,7 @@ hydra = HydraDistilledRegressor(
     lr=3e-3,
     augmentation_factor=3.0,
     phase1_epochs=20,
-    max_epochs=40,
+    max_epochs=60,
     random_state=0,
 ).fit(X)
 

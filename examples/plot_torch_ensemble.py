@@ -69,7 +69,7 @@ print(f"teacher accuracy (0-7): {np.mean(teacher_proba.argmax(axis=1) == y_test)
 # The modules do not carry their classes, so the student's classes are
 # ``0, ..., 7`` (the logit columns). The transfer set is the training rows;
 # the student adds noisy copies that the members label.
-student_params = dict(body_layer_sizes=(64,), phase1_epochs=20, max_epochs=40, random_state=0)
+student_params = dict(body_layer_sizes=(64,), phase1_epochs=20, max_epochs=60, random_state=0)
 hydra = HydraDistilledClassifier(members, **student_params).fit(X_train)
 kd = HydraDistilledClassifier(members, n_heads=1, **student_params).fit(X_train)
 print(f"hydra accuracy (0-7):   {hydra.score(X_test, y_test):.3f}")
