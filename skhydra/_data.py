@@ -17,6 +17,7 @@ from torch.utils.data import (
     Dataset,
     RandomSampler,
     SequentialSampler,
+    default_collate,
     default_convert,
 )
 
@@ -82,7 +83,10 @@ class TransferDataset(Dataset):
     def nbytes(self):
         """Bytes of this dataset's rows (inputs and targets)."""
         arrays = [self.X, *self.targets.values()]
-        per_row = sum(a[:1].nbytes if isinstance(a, np.ndarray) else _row_bytes(a) for a in arrays)
+        per_row = sum(
+            a[:1].nbytes if isinstance(a, (np.ndarray, torch.Tensor)) else _row_bytes(a)
+            for a in arrays
+        )
         return per_row * len(self)
 
     def to(self, device):
@@ -145,6 +149,8 @@ def batch_loader(dataset, batch_size, shuffle=False, generator=None, pin_memory=
     return DataLoader(
         dataset,
         batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
-        collate_fn=default_convert,
+        # A TransferDataset gives whole batches (``__getitems__``); a dataset of
+        # rows (e.g. skorch's, when the fitted net predicts) gives rows to stack.
+        collate_fn=default_convert if hasattr(dataset, "__getitems__") else default_collate,
         pin_memory=pin_memory,
     )

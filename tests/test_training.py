@@ -228,9 +228,18 @@ def test_verbose_two_adds_a_progress_bar():
     assert "progress_bar" not in dict(_train(verbose=1).callbacks_)
 
 
+class OptimizerAtTrainBegin(Callback):
+    """Records the number of parameters with optimiser state when a phase starts."""
+
+    def on_train_begin(self, net, **kwargs):
+        RECORDS["optimizer"].append(len(net.optimizer_.state))
+
+
 def test_optimiser_and_skorch_params():
-    net = _train(weight_decay=0.25)
-    assert type(net.optimizer_) is torch.optim.AdamW  # a fresh one in each phase
+    net = _train(weight_decay=0.25, callbacks=[OptimizerAtTrainBegin()])
+    assert type(net.optimizer_) is torch.optim.AdamW
+    # A fresh optimiser in each phase: phase 2 starts without phase 1's moments.
+    assert RECORDS["optimizer"] == [0, 0] and len(net.optimizer_.state) > 0
     assert net.optimizer_.param_groups[0]["weight_decay"] == 0.25
     assert net.optimizer_.param_groups[0]["lr"] == 1e-2
     net = _train(skorch_params={"optimizer": torch.optim.SGD, "optimizer__momentum": 0.5})
@@ -299,7 +308,7 @@ def test_history_records_one_weighted_train_loss_per_epoch(iris, recorded):
     np.testing.assert_allclose(batch_losses, records["fit/batches"], rtol=1e-6)
     for epoch in history:
         batches = epoch["batches"]
-        assert len(batches) == -(-n_rows // 48)
+        assert len(batches) == epoch["train_batch_count"] == -(-n_rows // 48)
         assert all("valid_loss" not in b for b in batches)
         sizes = [b["train_batch_size"] for b in batches]
         assert sum(sizes) == n_rows
