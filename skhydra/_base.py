@@ -9,6 +9,7 @@ teacher's predictions become head targets and how head outputs are read back).
 """
 
 import copy
+import itertools
 from dataclasses import dataclass, replace
 
 import joblib
@@ -105,6 +106,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
     """
 
     _task = None
+    #: Whether the observed targets y enter the loss (they do for point regressors).
+    _learns_from_y = False
 
     # -- fit -----------------------------------------------------------------
 
@@ -139,16 +142,20 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         X_teacher = teacher.transform(X)
         X_student = self._student_rows(teacher, X_teacher)
         n_heads = self._check_heads(teacher)
-        encoding = self._target_encoding(teacher, X_teacher, y)
         rng = np.random.default_rng(options.seed)
         synthetic = synthetic_rows(
             X_student, self.augmentation, self.augmentation_factor, self.noise_scale, rng
         )
-        observed = y if encoding.learns_from_y else None
+        observed = y if self._learns_from_y else None
         transfer = build_transfer_set(X_teacher, X_student, observed, sample_weight, synthetic)
         heads = assign_heads(teacher.n_members, n_heads, teacher.weights)
         with RowStore(options.budget) as store:
             chunks = self._prediction_chunks(teacher, transfer, options.cache)
+            # The encoding may depend on the teacher's first predictions (the regressor's
+            # target scale without y): it sees the first chunk, which is then stored too.
+            first = next(chunks)
+            encoding = self._target_encoding(teacher, y, first[2])
+            chunks = itertools.chain([first], chunks)
             targets = collect_targets(chunks, encoding, heads, transfer.y, len(transfer), store)
             for phase_targets in targets:
                 phase_targets["weight"] = transfer.weight
@@ -208,7 +215,15 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         ensemble = self._default_ensemble() if self.ensemble is None else self.ensemble
         ensemble = fit_ensemble(ensemble, X, y, sample_weight)
         classes = np.unique(y) if y is not None and self._task == "classifier" else None
-        return ensemble, resolve_teacher(ensemble, task=self._task, classes=classes, X=X)
+        teacher = resolve_teacher(ensemble, task=self._task, classes=classes, X=X)
+        if classes is not None:
+            unseen = np.setdiff1d(classes, teacher.classes_)
+            if len(unseen):
+                raise ValueError(
+                    f"y contains labels the ensemble never saw: {unseen.tolist()}; its "
+                    f"classes are {teacher.classes_.tolist()}."
+                )
+        return ensemble, teacher
 
     def _student_rows(self, teacher, X_teacher):
         X_student = self._student_array(X_teacher)

@@ -39,9 +39,6 @@ class ClassTargets:
     classes: np.ndarray
     temperature: float
 
-    #: The heads learn the members only; labels are not part of the loss.
-    learns_from_y = False
-
     @property
     def n_outputs(self):
         return len(self.classes)
@@ -307,12 +304,5 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
             )
         return y
 
-    def _target_encoding(self, teacher, X_teacher, y):
-        if y is not None:
-            unseen = np.setdiff1d(np.unique(y), teacher.classes_)
-            if len(unseen):
-                raise ValueError(
-                    f"y contains labels the ensemble never saw: {unseen.tolist()}; its "
-                    f"classes are {teacher.classes_.tolist()}."
-                )
+    def _target_encoding(self, teacher, y, predictions):
         return ClassTargets(teacher.classes_, self.temperature)

@@ -20,9 +20,6 @@ __all__ = ["HydraDistilledRegressor"]
 #: Variance floor of the heads, in standardised target units.
 MIN_VARIANCE = 1e-6
 
-#: Real rows whose ensemble mean fixes the target standardisation when fit gets no y.
-_SCALING_ROWS = 8192
-
 
 @dataclass(frozen=True)
 class GaussianTargets:
@@ -47,8 +44,6 @@ class GaussianTargets:
     aleatoric_known: bool
 
     n_outputs = 2
-    #: With point members, the heads' variances are fitted to the residuals of y.
-    learns_from_y = True
 
     def encode(self, predictions, heads, y):
         """Targets of a chunk: ``mean`` and ``var`` (n, heads), ``y`` (n,), float32."""
@@ -155,6 +150,7 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     """
 
     _task = "regressor"
+    _learns_from_y = True  # with point members, the heads' variances fit the residuals of y
 
     def __init__(
         self,
@@ -307,13 +303,13 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         y = column_or_1d(y, warn=True)
         return check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
 
-    def _target_encoding(self, teacher, X_teacher, y):
+    def _target_encoding(self, teacher, y, predictions):
+        # Standardise by y, or else by the ensemble's mean prediction of the first
+        # chunk of real rows (up to 8192).
         if y is not None:
             reference = y
         else:
-            rows = X_teacher.iloc if hasattr(X_teacher, "iloc") else X_teacher
-            means, _ = teacher.predict_members(rows[:_SCALING_ROWS], n_jobs=self.n_jobs)
-            reference = np.average(means, axis=1, weights=teacher.weights)
+            reference = np.average(predictions[0], axis=1, weights=teacher.weights)
         aleatoric_known = teacher.has_variance or y is not None
         if not aleatoric_known:
             warnings.warn(

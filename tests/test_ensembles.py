@@ -441,10 +441,8 @@ def test_torch_forward_stacks_tuples_and_restores_the_training_flag(iris):
 def test_supports_return_std(diabetes, gaussian_members):
     X, y = diabetes
     assert all(supports_return_std(m) for m in gaussian_members)
-    assert supports_return_std(FrozenEstimator(make_pipeline(StandardScaler(), BayesianRidge())))
     assert not supports_return_std(Ridge().fit(X, y))
     assert not supports_return_std(make_pipeline(StandardScaler(), Ridge()))
-    assert not supports_return_std(object())
 
 
 # ---------------------------------------------------------------------------
@@ -674,6 +672,18 @@ def test_gaussian_members_give_their_variances(diabetes, gaussian_members):
     teacher = resolve_teacher(gaussian_members)
     assert teacher.has_variance is True
     assert _kinds(teacher) == [GaussianMember] * 4
+
+
+def test_frozen_pipeline_of_a_gaussian_member_gives_its_variances(diabetes):
+    X, y = diabetes
+    member = FrozenEstimator(make_pipeline(StandardScaler(), BayesianRidge()).fit(X, y))
+    mean, std = member.predict(X, return_std=True)  # the frozen pipeline passes return_std
+    assert supports_return_std(member)
+    teacher = resolve_teacher([member])
+    assert teacher.has_variance is True
+    means, variances = predict_members(teacher, X)
+    np.testing.assert_allclose(means[:, 0], mean, rtol=1e-6)
+    np.testing.assert_allclose(variances[:, 0], std**2, rtol=1e-6)
 
 
 def test_gaussian_and_point_members_mixed(diabetes):

@@ -18,6 +18,7 @@ from skhydra.metrics import (
     mixture_interval,
     negative_log_likelihood,
     ood_auroc,
+    reliability_bins,
     uncertainty_mse,
     uncertainty_spearman,
 )
@@ -112,6 +113,20 @@ def test_ece_is_zero_for_confident_correct_predictions():
     # confidence 1.0 sits on the upper edge and must land in the last bin
     assert expected_calibration_error([0, 1], [[1.0, 0.0], [0.0, 1.0]]) == 0.0
     assert expected_calibration_error([1, 0], [[1.0, 0.0], [0.0, 1.0]]) == pytest.approx(1.0)
+
+
+def test_reliability_bins_by_hand():
+    p = [[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [1.0, 0.0]]
+    y = [0, 0, 1, 0]
+    # 5 bins: 0.7 and 0.6 in [0.6, 0.8) (one right, one wrong); 0.9 and 1.0 in [0.8, 1.0]
+    confidence, accuracy, counts = reliability_bins(y, p, n_bins=5)
+    assert counts.tolist() == [0, 0, 0, 2, 2]
+    np.testing.assert_allclose(confidence[3:], [0.65, 0.95])
+    np.testing.assert_allclose(accuracy[3:], [0.5, 1.0])
+    assert np.isnan(confidence[:3]).all() and np.isnan(accuracy[:3]).all()
+    # the bins of the calibration error
+    expected = 0.5 * abs(0.5 - 0.65) + 0.5 * abs(1.0 - 0.95)
+    assert expected_calibration_error(y, p, n_bins=5) == pytest.approx(expected, abs=1e-12)
 
 
 def test_agreement_by_hand():

@@ -1,27 +1,29 @@
-import subprocess
+"""The display classes: values from estimators and predictions, and what they draw."""
+
+import importlib
 import sys
 import warnings
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris, make_regression
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from conftest import TINY
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skhydra import HydraDistilledClassifier, HydraDistilledRegressor, predict_uncertainty
+from skhydra import HydraDistilledClassifier, predict_uncertainty
+from skhydra.ensembles import predict_members
 from skhydra.metrics import expected_calibration_error, ood_auroc, uncertainty_spearman
 from skhydra.plotting import (
     ReliabilityDisplay,
     UncertaintyComparisonDisplay,
     UncertaintyShiftDisplay,
 )
+from skhydra.uncertainty import regression_uncertainty
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-TINY = dict(body_layer_sizes=(16,), phase1_epochs=5, max_epochs=5, random_state=0)
 
 
 @pytest.fixture(autouse=True)
@@ -31,26 +33,10 @@ def close_figures():
 
 
 @pytest.fixture(scope="module")
-def iris():
-    return load_iris(return_X_y=True)
-
-
-@pytest.fixture(scope="module")
-def forest(iris):
-    X, y = iris
-    return RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
-
-
-@pytest.fixture(scope="module")
-def student(iris, forest):
-    return HydraDistilledClassifier(forest, **TINY).fit(iris[0])
-
-
-@pytest.fixture(scope="module")
-def pipeline(iris):
-    X, y = iris
+def scaled_student(iris):
+    """A Pipeline: a scaler, then a student of an unfitted forest fitted on its output."""
     teacher = RandomForestClassifier(n_estimators=5, random_state=0)
-    return make_pipeline(StandardScaler(), HydraDistilledClassifier(teacher, **TINY)).fit(X, y)
+    return make_pipeline(StandardScaler(), HydraDistilledClassifier(teacher, **TINY)).fit(*iris)
 
 
 def _predictions():
@@ -73,19 +59,48 @@ def _make(display, **kwargs):
 DISPLAYS = [UncertaintyComparisonDisplay, UncertaintyShiftDisplay, ReliabilityDisplay]
 
 
+class _RefuseMatplotlib:
+    """A meta path finder that records and refuses every import of matplotlib."""
+
+    def __init__(self):
+        self.attempts = []
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "matplotlib":
+            self.attempts.append(name)
+            raise ImportError(f"{name} was imported while importing skhydra.plotting")
+        return None
+
+
 def test_import_does_not_import_matplotlib():
-    code = "import skhydra.plotting, sys; assert 'matplotlib' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # A fresh import of skhydra (its dependencies stay loaded) with matplotlib made
+    # unimportable; the modules of this session are put back afterwards.
+    def ours(name):
+        return name.partition(".")[0] in ("skhydra", "matplotlib")
+
+    saved = {name: module for name, module in sys.modules.items() if ours(name)}
+    finder = _RefuseMatplotlib()
+    try:
+        for name in saved:
+            del sys.modules[name]
+        sys.meta_path.insert(0, finder)
+        fresh = importlib.import_module("skhydra.plotting")
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+    assert finder.attempts == []
+    assert fresh is not sys.modules["skhydra.plotting"]  # it really was imported again
+    assert hasattr(fresh, "ReliabilityDisplay")
 
 
-def test_comparison_from_estimator_uses_own_ensemble(iris, forest, student):
+def test_comparison_from_estimator_uses_own_ensemble(iris, forest, hydra):
     X, _ = iris
-    disp = UncertaintyComparisonDisplay.from_estimator(student, X)
+    disp = UncertaintyComparisonDisplay.from_estimator(hydra, X)
     teacher = predict_uncertainty(forest, X)["epistemic"].to_numpy()
     np.testing.assert_allclose(disp.teacher_uncertainty, teacher)
-    np.testing.assert_allclose(
-        disp.student_uncertainty, predict_uncertainty(student, X)["epistemic"]
-    )
+    np.testing.assert_allclose(disp.student_uncertainty, predict_uncertainty(hydra, X)["epistemic"])
     assert disp.spearman == uncertainty_spearman(teacher, disp.student_uncertainty)
     assert disp.scatter_.get_offsets().shape == (len(X), 2)
     both = np.r_[disp.teacher_uncertainty, disp.student_uncertainty]
@@ -96,51 +111,55 @@ def test_comparison_from_estimator_uses_own_ensemble(iris, forest, student):
     assert disp.figure_ is disp.ax_.figure
 
 
-def test_comparison_pipeline_teacher_sees_preprocessed_rows(iris, pipeline):
+def test_comparison_pipeline_teacher_sees_preprocessed_rows(iris, scaled_student):
     X, _ = iris
-    disp = UncertaintyComparisonDisplay.from_estimator(pipeline, X, kind="total")
-    hydra = pipeline[-1]
-    expected = predict_uncertainty(hydra.ensemble_, pipeline[:-1].transform(X))["total"]
+    disp = UncertaintyComparisonDisplay.from_estimator(scaled_student, X, kind="total")
+    student = scaled_student[-1]
+    expected = predict_uncertainty(student.ensemble_, scaled_student[:-1].transform(X))["total"]
     np.testing.assert_allclose(disp.teacher_uncertainty, expected)
-    np.testing.assert_allclose(disp.student_uncertainty, predict_uncertainty(pipeline, X)["total"])
+    np.testing.assert_allclose(
+        disp.student_uncertainty, predict_uncertainty(scaled_student, X)["total"]
+    )
     assert disp.ax_.get_xlabel() == "Teacher total uncertainty"
 
 
-def test_comparison_explicit_teacher(iris, student):
+def test_comparison_explicit_teacher(iris, hydra):
     X, _ = iris
     other = RandomForestClassifier(n_estimators=3, random_state=1).fit(*iris)
-    disp = UncertaintyComparisonDisplay.from_estimator(student, X, teacher=other)
+    disp = UncertaintyComparisonDisplay.from_estimator(hydra, X, teacher=other)
     np.testing.assert_allclose(disp.teacher_uncertainty, predict_uncertainty(other, X)["epistemic"])
 
 
-def test_comparison_regressor_with_point_members_does_not_warn():
-    X, y = make_regression(n_samples=60, n_features=3, random_state=0)
-    forest = RandomForestRegressor(n_estimators=4, random_state=0).fit(X, y)
-    student = HydraDistilledRegressor(forest, **TINY).fit(X, y)
+def test_comparison_regressor_with_point_members_does_not_warn(diabetes, forest_r, hydra_r):
+    X, _ = diabetes
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*predict no variance")
-        disp = UncertaintyComparisonDisplay.from_estimator(student, X)
-        shift = UncertaintyShiftDisplay.from_estimator(forest, X, X * 3.0)
+        disp = UncertaintyComparisonDisplay.from_estimator(hydra_r, X)
+        shift = UncertaintyShiftDisplay.from_estimator(forest_r, X, X * 3.0)
+    np.testing.assert_allclose(
+        disp.teacher_uncertainty, regression_uncertainty(*predict_members(forest_r, X))[2]
+    )
+    assert np.isfinite(disp.spearman)
     assert disp.spearman == uncertainty_spearman(disp.teacher_uncertainty, disp.student_uncertainty)
-    assert shift.score_out.shape == (60,)
+    assert shift.score_out.shape == (300,)
     with pytest.raises(ValueError, match="NaN"):  # no aleatoric part without variances
         with pytest.warns(UserWarning, match="predict no variance"):
-            UncertaintyShiftDisplay.from_estimator(forest, X, X, kind="total")
+            UncertaintyShiftDisplay.from_estimator(forest_r, X, X, kind="total")
 
 
-def test_comparison_errors(iris, forest, student):
+def test_comparison_errors(iris, forest, hydra):
     X, _ = iris
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         UncertaintyComparisonDisplay.from_predictions(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="kind must be one of"):
-        UncertaintyComparisonDisplay.from_estimator(student, X, kind="mutual")
+        UncertaintyComparisonDisplay.from_estimator(hydra, X, kind="mutual")
     with pytest.raises(TypeError, match="pass teacher="):
         UncertaintyComparisonDisplay.from_estimator(forest, X)
     with pytest.raises(ValueError, match="holds no teacher"):
-        UncertaintyComparisonDisplay.from_estimator(student.without_teacher(), X)
+        UncertaintyComparisonDisplay.from_estimator(hydra.without_teacher(), X)
 
 
-@pytest.mark.parametrize("model", ["forest", "student"])
+@pytest.mark.parametrize("model", ["forest", "hydra"])
 def test_shift_from_estimator(iris, model, request):
     X, _ = iris
     estimator = request.getfixturevalue(model)
@@ -187,10 +206,10 @@ def test_reliability_hand_computed():
 
 
 @pytest.mark.parametrize("n_bins", [15, 4])
-def test_reliability_matches_ece(iris, student, n_bins):
+def test_reliability_matches_ece(iris, hydra, n_bins):
     X, y = iris
-    disp = ReliabilityDisplay.from_estimator(student, X, y, n_bins=n_bins)
-    proba = student.predict_proba(X)
+    disp = ReliabilityDisplay.from_estimator(hydra, X, y, n_bins=n_bins)
+    proba = hydra.predict_proba(X)
     assert disp.counts.sum() == len(X) and disp.counts.shape == (n_bins,)
     assert disp.ece == expected_calibration_error(y, proba, n_bins=n_bins)
     seen = disp.counts > 0
@@ -199,9 +218,9 @@ def test_reliability_matches_ece(iris, student, n_bins):
     assert len(disp.line_.get_xdata()) == seen.sum()
 
 
-def test_reliability_string_labels_and_ensemble(iris):
-    X, y = iris
-    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+def test_reliability_string_labels_and_ensemble(iris, iris_names):
+    X, _ = iris
+    labels = iris_names
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, labels)
     disp = ReliabilityDisplay.from_estimator(forest, X, labels)
     proba = forest.predict_proba(X)

@@ -6,6 +6,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -19,9 +21,11 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
 import skhydra
+from skhydra import HydraDistilledClassifier
 from skhydra.ensembles import predict_members
 from skhydra.uncertainty import (
     classification_uncertainty,
+    entropy_decomposition,
     predict_uncertainty,
     regression_uncertainty,
 )
@@ -122,6 +126,38 @@ def test_classification_bad_weights(weights):
     p = np.full((2, 3, 2), 0.5)
     with pytest.raises(ValueError, match="weights must be 3 non-negative"):
         classification_uncertainty(p, weights=weights)
+
+
+# ---------------------------------------------------------------------------
+# entropy_decomposition: the one torch implementation, (n, classes, members)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_entropy_decomposition_by_hand(dtype):
+    # row 0: members [0.9, 0.1] and [0.5, 0.5], weights 3:1, so the mean is [0.8, 0.2]
+    # row 1: a member sure of class 0 and one sure of class 1: H(0.75, 0.25), all epistemic
+    p = torch.tensor(
+        [[[0.9, 0.5], [0.1, 0.5]], [[1.0, 0.0], [0.0, 1.0]]],
+        dtype=dtype,
+    )
+    total, aleatoric = entropy_decomposition(p, torch.tensor([0.75, 0.25], dtype=dtype))
+    assert total.shape == aleatoric.shape == (2,)
+    assert total.dtype == aleatoric.dtype == dtype
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    np.testing.assert_allclose(total.numpy(), [_h(0.8, 0.2), _h(0.75, 0.25)], rtol=tol)
+    np.testing.assert_allclose(
+        aleatoric.numpy(), [0.75 * _h(0.9, 0.1) + 0.25 * math.log(2), 0.0], rtol=tol, atol=tol
+    )
+
+
+def test_entropy_decomposition_clamps_rounding_outside_zero_one():
+    # probabilities a softmax or a float32 sum can give: -1e-9 and 1 + 1e-9 count as 0 and 1
+    p = torch.tensor([[[-1e-9, 0.5], [1.0 + 1e-9, 0.5]]], dtype=torch.float64)
+    total, aleatoric = entropy_decomposition(p, torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert torch.isfinite(total).all() and torch.isfinite(aleatoric).all()
+    assert total.item() == pytest.approx(_h(0.25, 0.75), rel=1e-8)
+    assert aleatoric.item() == pytest.approx(0.5 * math.log(2), rel=1e-8)
 
 
 # ---------------------------------------------------------------------------
@@ -266,19 +302,19 @@ def iris_frame():
 
 
 @pytest.fixture(scope="module")
-def forest(iris_frame):
+def forest_on_frame(iris_frame):
     X, y = iris_frame
     return RandomForestClassifier(n_estimators=6, max_depth=3, random_state=0).fit(X, y)
 
 
-def test_predict_uncertainty_on_a_forest_keeps_the_index(iris_frame, forest):
+def test_predict_uncertainty_on_a_forest_keeps_the_index(iris_frame, forest_on_frame):
     X, _ = iris_frame
-    frame = predict_uncertainty(forest, X)
+    frame = predict_uncertainty(forest_on_frame, X)
     assert isinstance(frame, pd.DataFrame)
     assert frame.columns.tolist() == ["total", "aleatoric", "epistemic"]
     assert frame.index.equals(X.index)
     assert frame.index.name == "id"
-    parts = classification_uncertainty(predict_members(forest, X))
+    parts = classification_uncertainty(predict_members(forest_on_frame, X))
     for column, part in zip(frame.columns, parts, strict=True):
         np.testing.assert_allclose(frame[column].to_numpy(), part, rtol=1e-12)
     np.testing.assert_allclose(frame.total, frame.aleatoric + frame.epistemic, atol=1e-12)
@@ -287,11 +323,11 @@ def test_predict_uncertainty_on_a_forest_keeps_the_index(iris_frame, forest):
     assert frame.epistemic.max() > 0
 
 
-def test_predict_uncertainty_is_the_public_function(iris_frame, forest):
+def test_predict_uncertainty_is_the_public_function(iris_frame, forest_on_frame):
     X, _ = iris_frame
     assert skhydra.predict_uncertainty is predict_uncertainty
     np.testing.assert_array_equal(
-        skhydra.predict_uncertainty(forest, X.to_numpy()).index, [*range(150)]
+        skhydra.predict_uncertainty(forest_on_frame, X.to_numpy()).index, [*range(150)]
     )
 
 
@@ -333,13 +369,13 @@ def test_predict_uncertainty_on_a_search_uses_the_best_estimator(iris_frame):
 
 
 @pytest.fixture(scope="module")
-def diabetes():
+def diabetes_frame():
     X, y = load_diabetes(return_X_y=True, as_frame=True)
     return X.iloc[:60, :4], y.iloc[:60]
 
 
-def test_predict_uncertainty_on_point_members_warns_and_gives_nan(diabetes):
-    X, y = diabetes
+def test_predict_uncertainty_on_point_members_warns_and_gives_nan(diabetes_frame):
+    X, y = diabetes_frame
     forest = RandomForestRegressor(n_estimators=4, max_depth=3, random_state=0).fit(X, y)
     with pytest.warns(UserWarning, match="no variance"):
         frame = predict_uncertainty(forest, X)
@@ -351,8 +387,8 @@ def test_predict_uncertainty_on_point_members_warns_and_gives_nan(diabetes):
     assert (frame.epistemic > 0).any()
 
 
-def test_predict_uncertainty_on_gaussian_members(diabetes):
-    X, y = diabetes
+def test_predict_uncertainty_on_gaussian_members(diabetes_frame):
+    X, y = diabetes_frame
     members = [
         BayesianRidge().fit(X, y),
         BayesianRidge(alpha_init=1e-3).fit(X.iloc[::2], y.iloc[::2]),
@@ -375,24 +411,14 @@ def test_predict_uncertainty_on_gaussian_members(diabetes):
 
 @pytest.fixture(scope="module")
 def student_pipeline(iris_frame):
-    from skhydra import HydraDistilledClassifier
-
+    """A scaler and a student of a forest fitted on the scaled rows."""
     X, y = iris_frame
-    scaler = StandardScaler().fit(X)
-    Xt = scaler.transform(X)
+    Xt = StandardScaler().fit_transform(X)
     teacher = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(Xt, y)
     student = HydraDistilledClassifier(
-        teacher,
-        body_layer_sizes=(8,),
-        phase1_epochs=1,
-        max_epochs=3,
-        early_stopping=False,
-        augmentation=None,
-        device="cpu",
-        random_state=0,
+        teacher, **{**TINY, "early_stopping": False, "augmentation": None}
     )
-    pipe = make_pipeline(StandardScaler(), student).fit(X, y)
-    return pipe
+    return make_pipeline(StandardScaler(), student).fit(X, y)
 
 
 def test_predict_uncertainty_on_a_pipeline_ending_in_a_student(iris_frame, student_pipeline):
@@ -404,3 +430,55 @@ def test_predict_uncertainty_on_a_pipeline_ending_in_a_student(iris_frame, stude
     direct = student.predict_uncertainty(student_pipeline[0].transform(X))
     np.testing.assert_allclose(frame.to_numpy(), direct.to_numpy(), rtol=1e-6)
     assert predict_uncertainty(student, student_pipeline[0].transform(X)).shape == (150, 3)
+
+
+def test_predict_uncertainty_on_torch_members_needs_the_task(iris_frame):
+    X, _ = iris_frame
+    torch.manual_seed(0)
+    modules = [torch.nn.Linear(4, 3) for _ in range(3)]
+    with pytest.raises(ValueError, match="task="):
+        predict_uncertainty(modules, X)
+    frame = predict_uncertainty(modules, X, task="classifier")
+    assert frame.index.equals(X.index)
+    parts = classification_uncertainty(predict_members(modules, X, task="classifier"))
+    for column, part in zip(frame.columns, parts, strict=True):
+        np.testing.assert_allclose(frame[column].to_numpy(), part, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# a student's decomposition is the ensembles' one, over its heads
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_head_student(iris, forest):
+    """8 members on 3 heads (weights 3/8, 3/8, 2/8), trained enough for the heads to
+    be confident and to disagree."""
+    params = {**TINY, "lr": 3e-2, "phase1_epochs": 6, "max_epochs": 12}
+    return HydraDistilledClassifier(forest, n_heads=3, **params).fit(iris[0])
+
+
+def test_student_uncertainty_is_the_decomposition_of_its_heads(iris, three_head_student):
+    X, _ = iris
+    student = three_head_student
+    np.testing.assert_allclose(student.head_weights_, [3 / 8, 3 / 8, 2 / 8])
+    heads = student.predict_members(X)
+    assert heads.shape == (150, 3, 3)
+    frame = student.predict_uncertainty(X)
+    parts = classification_uncertainty(heads, student.head_weights_)
+    for column, part in zip(frame.columns, parts, strict=True):
+        np.testing.assert_allclose(frame[column].to_numpy(), part, rtol=1e-5, atol=1e-5)
+    # the heads disagree, and the head weights matter: the checks above are not trivial
+    assert frame.epistemic.max() > 1e-2
+    unweighted = classification_uncertainty(heads)[2]
+    assert np.abs(frame.epistemic.to_numpy() - unweighted).max() > 1e-4
+
+
+def test_regressor_uncertainty_is_the_decomposition_of_its_heads(diabetes, hydra_r):
+    X, _ = diabetes
+    frame = hydra_r.predict_uncertainty(X)
+    means, variances = hydra_r.predict_members(X)
+    parts = regression_uncertainty(means, variances, hydra_r.head_weights_)
+    for column, part in zip(frame.columns, parts, strict=True):
+        np.testing.assert_allclose(frame[column].to_numpy(), part, rtol=1e-10)
+    assert (frame.epistemic > 0).any() and (frame.aleatoric > 0).all()

@@ -45,6 +45,7 @@ def unwrap_frozen(model):
 
 def supports_return_std(model):
     """Whether ``model.predict`` (or its Pipeline's last step) takes ``return_std``."""
+    model = unwrap_frozen(model)
     last = unwrap_frozen(model[-1] if isinstance(model, Pipeline) else model)
     try:
         return "return_std" in inspect.signature(last.predict).parameters

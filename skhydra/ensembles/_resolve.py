@@ -126,8 +126,18 @@ def _check_task(task, found, what):
 
 
 def _union_classes(models):
+    classes = [np.asarray(m.classes_) for m in models]
+    kinds = {
+        "number" if np.issubdtype(c.dtype, np.number) or c.dtype == bool else "label"
+        for c in classes
+    }
+    if len(kinds) > 1:
+        raise ValueError(
+            "The members' classes_ cannot be aligned: some members were fitted on numeric "
+            "labels and others on strings. Fit every member on the same kind of labels."
+        )
     try:
-        return np.unique(np.concatenate([np.asarray(m.classes_) for m in models]))
+        return np.unique(np.concatenate(classes))
     except TypeError as exc:
         raise ValueError(
             "The members' classes_ cannot be aligned: they mix label types "
