@@ -7,7 +7,8 @@ and the behavioural tests run against the copy; the mutant is *killed* when a
 test fails. The unmutated copy must pass the same tests first, so a kill
 means the edit was caught, not that the tests were already failing.
 
-    python tools/mutation_check.py              # every mutant
+    python tools/mutation_check.py              # every mutant, first failing test
+    python tools/mutation_check.py --all        # every failing test of every mutant
     python tools/mutation_check.py --only kl_reversed,phase1_skipped
     python tools/mutation_check.py --list
 
@@ -193,18 +194,30 @@ def _apply(dest, mutant):
         file.write_text(text.replace(old, new))
 
 
-def _run_tests(dest, tests):
-    """Run ``tests`` in ``dest`` (the copy is imported first); return (passed, first failure)."""
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+def _run_tests(dest, tests, every=False):
+    """Run ``tests`` in ``dest`` (the copy is imported first).
+
+    Returns whether they passed, and the failing tests (the first one only
+    unless ``every``), or the end of pytest's output when none is named.
+    """
+    stop = [] if every else ["-x"]
+    command = [sys.executable, "-m", "pytest", *stop, "-q", "-p", "no:cacheprovider", *tests]
     done = subprocess.run(command, cwd=dest, capture_output=True, text=True)
-    failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return done.returncode == 0, (failed[0] if failed else done.stdout[-300:])
+    failed = [
+        line.split(" - ")[0]
+        for line in done.stdout.splitlines()
+        if line.startswith(("FAILED", "ERROR"))
+    ]
+    return done.returncode == 0, (failed or [done.stdout[-300:]])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated mutant names")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument(
+        "--all", action="store_true", help="report every failing test, not only the first"
+    )
     args = parser.parse_args(argv)
     mutants = MUTANTS
     if args.only:
@@ -223,7 +236,7 @@ def main(argv=None):
         _copy_tree(baseline)
         passed, failure = _run_tests(baseline, TESTS)
         if not passed:
-            print(f"The unmutated package fails the tests; fix that first:\n{failure}")
+            print(f"The unmutated package fails the tests; fix that first:\n{failure[0]}")
             return 1
         killed = 0
         for mutant in mutants:
@@ -234,12 +247,12 @@ def main(argv=None):
             except LookupError as exc:
                 print(f"STALE     {mutant.name}: {exc}")
                 continue
-            passed, failure = _run_tests(dest, TESTS)
+            passed, failures = _run_tests(dest, TESTS, every=args.all)
             killed += not passed
             verdict = "SURVIVED" if passed else "killed  "
-            print(f"{verdict}  {mutant.name} ({mutant.what})")
-            if not passed:
-                print(f"          by {failure}")
+            print(f"{verdict}  {mutant.name} ({mutant.what})", flush=True)
+            for failure in [] if passed else failures:
+                print(f"          by {failure}", flush=True)
             shutil.rmtree(dest)
     print(f"killed {killed} of {len(mutants)} ({time.perf_counter() - start:.0f} s)")
     return 0 if killed == len(mutants) else 1
