@@ -101,7 +101,7 @@ class _FitOptions:
 class BaseHydra(BodyParamsMixin, BaseEstimator):
     """Base class of the Hydra students; not for direct use.
 
-    Subclasses declare their parameters and implement ``_default_ensemble``,
+    Subclasses declare their parameters (``_params.declare_parameters``) and implement ``_default_ensemble``,
     ``_check_y`` and ``_target_encoding``.
     """
 

@@ -86,7 +86,7 @@ _ENSEMBLE_DOC = """ensemble : object, default=None
         interchangeable members."""
 
 
-@declare_parameters(_ENSEMBLE_DOC)
+@declare_parameters("classifier", _ENSEMBLE_DOC)
 class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
     """Distil an ensemble of classifiers into one network that keeps its uncertainty.
 
@@ -142,69 +142,6 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
 
     _task = "classifier"
 
-    def __init__(
-        self,
-        ensemble=None,
-        *,
-        body_layer_sizes=(256, 256),
-        head_layer_sizes=(),
-        n_heads=None,
-        body=None,
-        body_params=None,
-        input_scaling="auto",
-        temperature=4.0,
-        augmentation="noise",
-        augmentation_factor=1.0,
-        noise_scale=0.5,
-        max_epochs=400,
-        phase1_epochs=100,
-        lr=1e-3,
-        weight_decay=1e-4,
-        batch_size="auto",
-        early_stopping=True,
-        validation_fraction=0.1,
-        n_iter_no_change=30,
-        memory_budget="2GB",
-        cache=None,
-        n_jobs=None,
-        device="auto",
-        precision="float32",
-        accelerator=None,
-        callbacks=None,
-        skorch_params=None,
-        random_state=None,
-        verbose=0,
-    ):
-        self.ensemble = ensemble
-        self.body_layer_sizes = body_layer_sizes
-        self.head_layer_sizes = head_layer_sizes
-        self.n_heads = n_heads
-        self.body = body
-        self.body_params = body_params
-        self.input_scaling = input_scaling
-        self.temperature = temperature
-        self.augmentation = augmentation
-        self.augmentation_factor = augmentation_factor
-        self.noise_scale = noise_scale
-        self.max_epochs = max_epochs
-        self.phase1_epochs = phase1_epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.memory_budget = memory_budget
-        self.cache = cache
-        self.n_jobs = n_jobs
-        self.device = device
-        self.precision = precision
-        self.accelerator = accelerator
-        self.callbacks = callbacks
-        self.skorch_params = skorch_params
-        self.random_state = random_state
-        self.verbose = verbose
-
     def predict(self, X):
         """Predict class labels: the most probable class of the heads' mean.
 
@@ -236,8 +173,9 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         """
         outputs = self._head_outputs(X)
         weights = torch.as_tensor(self.head_weights_, dtype=torch.float64)
-        parts = [(_head_probabilities(z).double() @ weights).numpy() for z in _blocks(outputs)]
-        proba = np.concatenate(parts) if parts else np.empty((0, len(self.classes_)))
+        proba = np.concatenate(
+            [(_head_probabilities(z).double() @ weights).numpy() for z in _blocks(outputs)]
+        )
         # The heads' float32 softmax sums to 1 up to rounding; make it exact.
         return proba / proba.sum(axis=1, keepdims=True)
 
@@ -275,15 +213,12 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         """
         outputs = self._head_outputs(X)
         weights = torch.as_tensor(self.head_weights_, dtype=torch.float32)
-        total, aleatoric = (
-            [torch.zeros(0, dtype=torch.float64)],
-            [torch.zeros(0, dtype=torch.float64)],
-        )
+        parts = []
         for logits in _blocks(outputs):
-            t, a = entropy_decomposition(_head_probabilities(logits), weights)
-            total.append(t.double())
-            aleatoric.append(a.double())
-        total, aleatoric = torch.cat(total).numpy(), torch.cat(aleatoric).numpy()
+            # Heads on the last, contiguous axis (see _head_probabilities).
+            log_p = torch.log_softmax(logits.transpose(1, 2).contiguous(), dim=1)
+            parts.append(torch.stack(entropy_decomposition(log_p.exp(), weights, log_p=log_p)))
+        total, aleatoric = torch.cat(parts, dim=1).double().numpy()
         epistemic = np.maximum(total - aleatoric, 0.0)
         return uncertainty_frame(
             aleatoric + epistemic, aleatoric, epistemic, index=getattr(X, "index", None)

@@ -1,12 +1,12 @@
-"""The estimators' parameters, declared once: constraints and documentation.
+"""The estimators' parameters, declared once: default, constraints and documentation.
 
-Each parameter is one :class:`Param` in :data:`PARAMS`, in signature order;
-the estimators' ``_parameter_constraints`` and the "Parameters" and
-"Attributes" sections of their docstrings are built from it (a test checks
-that every ``__init__`` signature matches it).
+Each parameter is one :class:`Param` in :data:`PARAMS`, in signature order.
+:func:`declare_parameters` builds each estimator's ``__init__``, its
+``_parameter_constraints`` and the "Parameters" and "Attributes" sections of
+its docstring from the table, so a parameter is added, renamed or documented
+in one place.
 """
 
-import inspect
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -59,17 +59,24 @@ _BYTES = _Satisfying(_is_byte_string, "a str such as '2GB' or '512MiB'")
 
 @dataclass(frozen=True)
 class Param:
-    """One constructor parameter: its constraints and its numpydoc entry."""
+    """One constructor parameter: its default, constraints and numpydoc entry.
+
+    ``task`` names the only estimator that takes it ("classifier"), or None
+    for both.
+    """
 
     name: str
+    default: object
     constraints: object  # a list of constraints, or "no_validation"
     doc: str
+    task: str = None
 
 
 PARAMS = [
-    Param("ensemble", "no_validation", ""),  # documented by each estimator
+    Param("ensemble", None, "no_validation", ""),  # documented by each estimator
     Param(
         "body_layer_sizes",
+        (256, 256),
         [_SIZES],
         """body_layer_sizes : tuple of int, default=(256, 256)
         Widths of the hidden layers of the shared MLP body (ReLU). ``()``
@@ -77,6 +84,7 @@ PARAMS = [
     ),
     Param(
         "head_layer_sizes",
+        (),
         [_SIZES],
         """head_layer_sizes : tuple of int, default=()
         Hidden widths inside each head. ``()`` makes each head one linear
@@ -84,6 +92,7 @@ PARAMS = [
     ),
     Param(
         "n_heads",
+        None,
         [Interval(Integral, 1, None, closed="left"), None],
         """n_heads : int, default=None
         Number of heads. ``None`` gives one head per member. With fewer heads
@@ -94,6 +103,7 @@ PARAMS = [
     ),
     Param(
         "body",
+        None,
         [None, type, torch.nn.Module],
         """body : torch.nn.Module class or instance, default=None
         A custom shared body used instead of the MLP (``body_layer_sizes`` is
@@ -107,6 +117,7 @@ PARAMS = [
     ),
     Param(
         "body_params",
+        None,
         [dict, None],
         """body_params : dict, default=None
         Constructor arguments of a ``body`` class. Each is also a parameter
@@ -115,6 +126,7 @@ PARAMS = [
     ),
     Param(
         "input_scaling",
+        "auto",
         [StrOptions({"auto", "feature", "channel", "global"}), None],
         """input_scaling : {"auto", "feature", "channel", "global"} or None, default="auto"
         Standardisation of the input inside the student, from the transfer
@@ -126,15 +138,18 @@ PARAMS = [
     ),
     Param(
         "temperature",
+        4.0,
         [Interval(Real, 0, None, closed="neither")],
         """temperature : float, default=4.0
         Distillation temperature ``T`` of the per-head KL divergence,
         ``T^2 / M * sum_m KL(softmax(log p_m / T) || softmax(z_m / T))``.
         ``T > 1`` softens the members' probabilities and weighs the smaller
         classes more; predictions always use ``T = 1``.""",
+        task="classifier",
     ),
     Param(
         "augmentation",
+        "noise",
         [StrOptions({"noise", "mixup"}), None],
         """augmentation : {"noise", "mixup"} or None, default="noise"
         Synthetic transfer rows, labelled by the ensemble, added to ``X``.
@@ -146,12 +161,14 @@ PARAMS = [
     ),
     Param(
         "augmentation_factor",
+        1.0,
         [Interval(Real, 0, None, closed="left")],
         """augmentation_factor : float, default=1.0
         Synthetic rows per row of ``X``.""",
     ),
     Param(
         "noise_scale",
+        0.5,
         [Interval(Real, 0, None, closed="left")],
         """noise_scale : float, default=0.5
         Standard deviation of the ``"noise"`` augmentation in standardised
@@ -159,6 +176,7 @@ PARAMS = [
     ),
     Param(
         "max_epochs",
+        400,
         [Interval(Integral, 0, None, closed="left")],
         """max_epochs : int, default=400
         Most epochs of the whole fit, both phases together (skorch's
@@ -167,6 +185,7 @@ PARAMS = [
     ),
     Param(
         "phase1_epochs",
+        100,
         [Interval(Integral, 0, None, closed="left")],
         """phase1_epochs : int, default=100
         Most epochs of phase 1, where the body and a single "Hinton head"
@@ -176,18 +195,21 @@ PARAMS = [
     ),
     Param(
         "lr",
+        0.001,
         [Interval(Real, 0, None, closed="neither")],
         """lr : float, default=1e-3
         Learning rate of AdamW (a fresh optimiser in each phase).""",
     ),
     Param(
         "weight_decay",
+        0.0001,
         [Interval(Real, 0, None, closed="left")],
         """weight_decay : float, default=1e-4
         AdamW's decoupled weight decay.""",
     ),
     Param(
         "batch_size",
+        "auto",
         [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         """batch_size : int or "auto", default="auto"
         Rows per training batch. ``"auto"`` uses ``n_train // 16`` clipped to
@@ -196,6 +218,7 @@ PARAMS = [
     ),
     Param(
         "early_stopping",
+        True,
         ["boolean"],
         """early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the transfer rows (real and
@@ -206,18 +229,21 @@ PARAMS = [
     ),
     Param(
         "validation_fraction",
+        0.1,
         [Interval(Real, 0, 1, closed="neither")],
         """validation_fraction : float, default=0.1
         Fraction of the transfer rows held out for early stopping.""",
     ),
     Param(
         "n_iter_no_change",
+        30,
         [Interval(Integral, 1, None, closed="left")],
         """n_iter_no_change : int, default=30
         Patience of early stopping, in epochs.""",
     ),
     Param(
         "memory_budget",
+        "2GB",
         [Interval(Integral, 0, None, closed="left"), _BYTES, None],
         """memory_budget : int, str or None, default="2GB"
         Bytes of RAM the heads' targets may take during ``fit`` (an int, or a
@@ -229,6 +255,7 @@ PARAMS = [
     ),
     Param(
         "cache",
+        None,
         [None, str, HasMethods(["cache"])],
         """cache : str or joblib.Memory, default=None
         Cache of the ensemble's predictions: a folder path or a
@@ -241,6 +268,7 @@ PARAMS = [
     ),
     Param(
         "n_jobs",
+        None,
         [Integral, None],
         """n_jobs : int, default=None
         Members predict in parallel over ``n_jobs`` joblib workers (threads,
@@ -249,6 +277,7 @@ PARAMS = [
     ),
     Param(
         "device",
+        "auto",
         [
             StrOptions({"auto", "cpu", "cuda"}),
             _Satisfying(
@@ -263,6 +292,7 @@ PARAMS = [
     ),
     Param(
         "precision",
+        "float32",
         [StrOptions({"float32", "bfloat16"})],
         """precision : {"float32", "bfloat16"}, default="float32"
         Precision of the student's forward pass. ``"bfloat16"`` runs it under
@@ -271,6 +301,7 @@ PARAMS = [
     ),
     Param(
         "accelerator",
+        None,
         [None, HasMethods(["prepare", "backward"])],
         """accelerator : accelerate.Accelerator, default=None
         Train the student through Hugging Face Accelerate (skorch's
@@ -281,12 +312,14 @@ PARAMS = [
     ),
     Param(
         "callbacks",
+        None,
         [list, None],
         """callbacks : list of skorch callbacks, default=None
         Extra callbacks for the skorch net (copied for each phase).""",
     ),
     Param(
         "skorch_params",
+        None,
         [dict, None],
         """skorch_params : dict, default=None
         Other :class:`skorch.NeuralNet` parameters, e.g.
@@ -296,6 +329,7 @@ PARAMS = [
     ),
     Param(
         "random_state",
+        None,
         ["random_state"],
         """random_state : int, RandomState instance or None, default=None
         Seeds the augmentation, the validation split, the initialisation and
@@ -304,6 +338,7 @@ PARAMS = [
     ),
     Param(
         "verbose",
+        0,
         ["verbose"],
         """verbose : int, default=0
         ``0`` is silent, ``1`` prints skorch's epoch table for each phase,
@@ -360,19 +395,36 @@ ATTRIBUTES = """ensemble_ : object
         The torch device the student was trained on."""
 
 
-def _names(cls):
-    return list(inspect.signature(cls.__init__).parameters)[1:]
+def _init_method(names):
+    """An ``__init__`` that stores the parameters ``names`` and nothing else.
+
+    scikit-learn reads an estimator's parameters from the signature of its
+    ``__init__``. Building that function from :data:`PARAMS`, as
+    :mod:`dataclasses` builds one from fields, keeps a single declaration of
+    each parameter: ``ensemble`` positional, the others keyword-only, with the
+    table's defaults.
+    """
+    first, *rest = names
+    arguments = ", ".join(
+        [f"{first}=defaults[{first!r}]", "*", *(f"{n}=defaults[{n!r}]" for n in rest)]
+    )
+    body = "".join(f"    self.{n} = {n}\n" for n in names)
+    namespace = {"defaults": {n: _BY_NAME[n].default for n in names}}
+    exec(f"def __init__(self, {arguments}):\n{body}", namespace)
+    return namespace["__init__"]
 
 
-def declare_parameters(ensemble_doc):
-    """Class decorator: constraints and parameter docs from :data:`PARAMS`.
+def declare_parameters(task, ensemble_doc):
+    """Class decorator: an estimator's parameters, from :data:`PARAMS`.
 
-    Sets ``cls._parameter_constraints`` and fills ``{parameters}`` and
-    ``{attributes}`` in the class docstring, both following the order of
-    ``cls.__init__``'s signature.
+    Gives the class its ``__init__`` (every parameter of ``task``, in the
+    table's order), its ``_parameter_constraints``, and fills ``{parameters}``
+    and ``{attributes}`` in its docstring in the same order.
 
     Parameters
     ----------
+    task : {"classifier", "regressor"}
+        Which parameters: those of both estimators and those of ``task``.
     ensemble_doc : str
         The class's own numpydoc entry for the ``ensemble`` parameter.
 
@@ -381,9 +433,13 @@ def declare_parameters(ensemble_doc):
     callable
         The decorator.
     """
+    names = [p.name for p in PARAMS if p.task in (None, task)]
 
     def decorate(cls):
-        names = _names(cls)
+        init = _init_method(names)
+        init.__qualname__ = f"{cls.__name__}.__init__"
+        init.__module__ = cls.__module__
+        cls.__init__ = init
         cls._parameter_constraints = {name: _BY_NAME[name].constraints for name in names}
         docs = [ensemble_doc if n == "ensemble" else _BY_NAME[n].doc for n in names]
         cls.__doc__ = cls.__doc__.replace("{parameters}", "\n\n    ".join(docs)).replace(

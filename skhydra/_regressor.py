@@ -90,7 +90,7 @@ _ENSEMBLE_DOC = """ensemble : object, default=None
         refused."""
 
 
-@declare_parameters(_ENSEMBLE_DOC)
+@declare_parameters("regressor", _ENSEMBLE_DOC)
 class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     """Distil an ensemble of regressors into one network that keeps its uncertainty.
 
@@ -151,67 +151,6 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
 
     _task = "regressor"
     _learns_from_y = True  # with point members, the heads' variances fit the residuals of y
-
-    def __init__(
-        self,
-        ensemble=None,
-        *,
-        body_layer_sizes=(256, 256),
-        head_layer_sizes=(),
-        n_heads=None,
-        body=None,
-        body_params=None,
-        input_scaling="auto",
-        augmentation="noise",
-        augmentation_factor=1.0,
-        noise_scale=0.5,
-        max_epochs=400,
-        phase1_epochs=100,
-        lr=1e-3,
-        weight_decay=1e-4,
-        batch_size="auto",
-        early_stopping=True,
-        validation_fraction=0.1,
-        n_iter_no_change=30,
-        memory_budget="2GB",
-        cache=None,
-        n_jobs=None,
-        device="auto",
-        precision="float32",
-        accelerator=None,
-        callbacks=None,
-        skorch_params=None,
-        random_state=None,
-        verbose=0,
-    ):
-        self.ensemble = ensemble
-        self.body_layer_sizes = body_layer_sizes
-        self.head_layer_sizes = head_layer_sizes
-        self.n_heads = n_heads
-        self.body = body
-        self.body_params = body_params
-        self.input_scaling = input_scaling
-        self.augmentation = augmentation
-        self.augmentation_factor = augmentation_factor
-        self.noise_scale = noise_scale
-        self.max_epochs = max_epochs
-        self.phase1_epochs = phase1_epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.memory_budget = memory_budget
-        self.cache = cache
-        self.n_jobs = n_jobs
-        self.device = device
-        self.precision = precision
-        self.accelerator = accelerator
-        self.callbacks = callbacks
-        self.skorch_params = skorch_params
-        self.random_state = random_state
-        self.verbose = verbose
 
     def predict(self, X, return_std=False):
         """Predict the mean of the heads' mixture, optionally with its std.

@@ -39,7 +39,7 @@ def _normalised_weights(weights, n_members):
     return weights / weights.sum()
 
 
-def entropy_decomposition(p, weights):
+def entropy_decomposition(p, weights, log_p=None):
     """Total and aleatoric entropy of a block of categorical predictions (torch).
 
     The one implementation of the classification decomposition, used for
@@ -53,6 +53,10 @@ def entropy_decomposition(p, weights):
         vectorises best.
     weights : torch.Tensor of shape (n_members,)
         Member weights summing to one, of the dtype of ``p``.
+    log_p : torch.Tensor of shape (n, n_classes, n_members), default=None
+        ``log p`` when the caller has it (a student's ``log_softmax``), which
+        saves a logarithm per class; ``None`` computes ``p log p`` from ``p``
+        (with ``0 log 0 = 0``).
 
     Returns
     -------
@@ -70,9 +74,11 @@ def entropy_decomposition(p, weights):
     (0.6931, 0.0)
     """
     p = p.clamp(0.0, 1.0)
-    total = torch.special.entr(p @ weights).sum(dim=1)
-    aleatoric = torch.special.entr(p).sum(dim=1) @ weights
-    return total, aleatoric
+    p_log_p = torch.special.xlogy(p, p) if log_p is None else p * log_p
+    aleatoric = -p_log_p.sum(dim=1) @ weights
+    if p.shape[-1] == 1:
+        return aleatoric, aleatoric  # one member cannot disagree with itself: exactly 0
+    return torch.special.entr(p @ weights).sum(dim=1), aleatoric
 
 
 def _parts(total, aleatoric):
