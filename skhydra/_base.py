@@ -101,8 +101,8 @@ class _FitOptions:
 class BaseHydra(BodyParamsMixin, BaseEstimator):
     """Base class of the Hydra students; not for direct use.
 
-    Subclasses declare their parameters (``_params.declare_parameters``) and implement ``_default_ensemble``,
-    ``_check_y`` and ``_target_encoding``.
+    Subclasses declare their parameters (``_params.declare_parameters``) and
+    implement ``_default_ensemble``, ``_check_y`` and ``_target_encoding``.
     """
 
     _task = None
