@@ -128,7 +128,7 @@ def timing_table(title, timings, reference, teacher_keys):
 def student_params(args, extra=None):
     return dict(
         phase1_epochs=args.phase1_epochs,
-        max_epochs=args.max_epochs,
+        max_epochs=args.phase1_epochs + args.max_epochs,
         device="cpu",
         random_state=0,
         **(extra or {}),
@@ -216,7 +216,7 @@ def bench_classification(args, report):
                 "predict_uncertainty": lambda s=student: s.predict_uncertainty(X),
                 "module forward (torch only)": lambda s=student: module_forward(s, X),
                 "decomposition only (numpy, on the heads)": lambda P=heads, s=student: (
-                    classification_uncertainty(P, s._head_weights)
+                    classification_uncertainty(P, s.head_weights_)
                 ),
             }
         )
@@ -407,7 +407,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timings per call (median)")
     parser.add_argument("--mlp-iter", type=int, default=5, help="max_iter of the MLP teachers")
     parser.add_argument("--phase1-epochs", type=int, default=2)
-    parser.add_argument("--max-epochs", type=int, default=3)
+    parser.add_argument("--max-epochs", type=int, default=3, help="epochs of phase 2")
     parser.add_argument(
         "--epoch-rows", type=int, default=None, help="transfer set of the epoch timing (rows // 2)"
     )
@@ -424,7 +424,8 @@ def main():
     start = time.perf_counter()
     print(
         f"# Cost benchmark: {args.rows} rows, threads={args.threads}, repeats={args.repeats}, "
-        f"student budget phase1_epochs={args.phase1_epochs}, max_epochs={args.max_epochs}"
+        f"student budget phase1_epochs={args.phase1_epochs}, "
+        f"max_epochs={args.phase1_epochs + args.max_epochs}"
     )
     with threadpool_limits(args.threads):
         bench_classification(args, report)

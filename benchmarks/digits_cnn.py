@@ -98,7 +98,7 @@ STUDENT = dict(
     body_params=dict(channels=8, hidden=32),
     head_layer_sizes=(),
     phase1_epochs=100,
-    max_epochs=300,
+    max_epochs=400,
     augmentation="noise",
     noise_scale=1.0,
 )
@@ -109,11 +109,11 @@ TUNE_VARIANTS = {
     "no augmentation": dict(augmentation=None, noise_scale=0.5),
     "mixup": dict(augmentation="mixup"),
     "noise 1.0 (chosen)": dict(),
-    "noise 1.0, 50+150 ep": dict(phase1_epochs=50, max_epochs=150),
+    "noise 1.0, 50+150 ep": dict(phase1_epochs=50, max_epochs=200),
     "noise 1.0, hidden 16": dict(body_params=dict(channels=8, hidden=16)),
 }
 
-QUICK = dict(teacher_epochs=3, phase1_epochs=3, max_epochs=5)
+QUICK = dict(teacher_epochs=3, phase1_epochs=3, max_epochs=8)
 
 
 def as_images(X):

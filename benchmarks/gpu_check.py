@@ -8,8 +8,8 @@ On a machine with a CUDA GPU, in well under 5 minutes (H100, 16 cores):
 2. a ``HydraDistilledClassifier`` and a ``HydraDistilledRegressor`` fitted with
    the same ``random_state`` on ``device="cpu"`` and on ``device="cuda"``
    (default augmentation, so 400k transfer rows; ``phase1_epochs=1``,
-   ``max_epochs=2``); the teacher's predictions are computed once and shared
-   through ``memory=`` (a joblib cache), so the fits differ only in training;
+   ``max_epochs=3``, two epochs of phase 2); the teacher's predictions are computed once
+   and shared through ``cache=`` (a joblib cache), so the fits differ only in training;
 3. epoch times from the skorch history (median of the phase-2 epochs, which
    include their validation pass), CPU versus GPU, and the classifier again on
    the GPU with ``precision="bfloat16"``;
@@ -252,7 +252,7 @@ def main():
     parser.add_argument("--rows", type=int, default=None, help="200k (GPU) or 20k (stand-in)")
     parser.add_argument("--trees", type=int, default=50)
     parser.add_argument("--phase1-epochs", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=2, help="max_epochs (phase 2)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of phase 2")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -288,7 +288,7 @@ def main():
     n_test = min(20_000, rows // 4)
     print(
         f"data: {rows} rows x 50 features (10 classes); {args.trees}-tree forests fitted on "
-        f"{n_fit} rows; students: phase1_epochs={args.phase1_epochs}, max_epochs={args.epochs}, "
+        f"{n_fit} rows; students: phase1_epochs={args.phase1_epochs}, max_epochs={args.phase1_epochs + args.epochs}, "
         f"augmentation 'noise' ({2 * rows} transfer rows); {n_test} held-out rows compared\n"
     )
     warnings.filterwarnings("ignore")
@@ -303,10 +303,10 @@ def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
     timings = []
     params = dict(
         phase1_epochs=args.phase1_epochs,
-        max_epochs=args.epochs,
+        max_epochs=args.phase1_epochs + args.epochs,
         random_state=0,
         n_jobs=-1,
-        memory=os.path.join(workdir, "cache"),
+        cache=os.path.join(workdir, "cache"),
     )
 
     # -- classifier ------------------------------------------------------------
