@@ -362,10 +362,10 @@ ATTRIBUTES = """ensemble_ : object
     n_heads_ : int
         Number of heads of the student.
 
-    member_heads_ : ndarray of shape (n_members_,)
+    member_heads_ : ndarray of shape (``n_members_``,)
         The head each member is distilled into (``m % n_heads_``).
 
-    head_weights_ : ndarray of shape (n_heads_,)
+    head_weights_ : ndarray of shape (``n_heads_``,)
         Weight of each head in the student's mixture: the summed weights of
         its members (equal weights unless a voting ensemble weighs them).
 
