@@ -39,6 +39,15 @@ def _proba(p):
     return p
 
 
+def _rounded_to_one(p):
+    """Rows renormalised when they miss a sum of 1 by float32 rounding only.
+
+    scikit-learn's log_loss and brier_score_loss warn about such rows.
+    """
+    sums = p.sum(axis=1, keepdims=True)
+    return p / sums if np.allclose(sums, 1.0, rtol=0, atol=1e-5) else p
+
+
 def _label_index(y_true, classes, n_classes):
     y_true = np.asarray(y_true)
     classes = np.arange(n_classes) if classes is None else np.asarray(classes)
@@ -73,12 +82,7 @@ def negative_log_likelihood(y_true, proba, *, classes=None):
     >>> round(negative_log_likelihood([0, 1], [[0.5, 0.5], [0.2, 0.8]]), 4)
     0.4581
     """
-    p = _proba(proba)
-    sums = p.sum(axis=1, keepdims=True)
-    if np.allclose(sums, 1.0, rtol=0, atol=1e-5):
-        # float32 probabilities miss a sum of 1 by rounding only: renormalise
-        # instead of letting log_loss warn about it.
-        p = p / sums
+    p = _rounded_to_one(_proba(proba))
     labels = np.arange(p.shape[1]) if classes is None else np.asarray(classes)
     return float(log_loss(y_true, p, labels=labels))
 
@@ -105,7 +109,7 @@ def brier_score(y_true, proba, *, classes=None):
     >>> brier_score([0, 1], [[1.0, 0.0], [0.5, 0.5]])
     0.25
     """
-    p = _proba(proba)
+    p = _rounded_to_one(_proba(proba))
     labels = np.arange(p.shape[1]) if classes is None else np.asarray(classes)
     _label_index(y_true, labels, p.shape[1])  # the same error as the other metrics
     return float(brier_score_loss(y_true, p, labels=labels, scale_by_half=False))

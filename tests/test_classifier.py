@@ -351,6 +351,7 @@ def test_pipeline_teacher_on_mixed_dataframe():
         HydraDistilledClassifier(teacher[-1], **FAST).fit(frame)
 
 
+@pytest.mark.slow
 def test_digits_forest_accuracy_within_three_points():
     X, y = load_digits(return_X_y=True)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, random_state=0)

@@ -409,6 +409,7 @@ def test_target_scaling_round_trip():
     np.testing.assert_allclose(ub["epistemic"], 1e6 * us["epistemic"], rtol=1e-2, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_heteroscedastic_gap_keeps_epistemic_and_aleatoric_shape(toy):
     X, _, members = toy
     grid = np.linspace(-4, 4, 161)[:, None].astype(np.float32)
