@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _num_samples,
     check_array,
     check_consistent_length,
     check_is_fitted,
@@ -201,7 +202,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             checked = self._validate_numeric(X, reset=True)
             # Members fitted on a DataFrame keep seeing it, with its column names.
             X = X if isinstance(X, pd.DataFrame) else checked
-        if X.shape[0] == 0:
+        if _num_samples(X) == 0:
             raise ValueError("X is empty: fit needs at least one row.")
         if y is not None:
             check_consistent_length(X, y)

@@ -12,7 +12,7 @@ from sklearn.utils.validation import column_or_1d
 from ._base import BaseHydra
 from ._params import declare_parameters
 from .losses import TemperedKLLoss, tempered_log_softmax
-from .uncertainty import BLOCK_ROWS, entropy_decomposition, uncertainty_frame
+from .uncertainty import BLOCK_ROWS, entropy_decomposition, index_of, uncertainty_frame
 
 __all__ = ["HydraDistilledClassifier"]
 
@@ -220,9 +220,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
             parts.append(torch.stack(entropy_decomposition(log_p.exp(), weights, log_p=log_p)))
         total, aleatoric = torch.cat(parts, dim=1).double().numpy()
         epistemic = np.maximum(total - aleatoric, 0.0)
-        return uncertainty_frame(
-            aleatoric + epistemic, aleatoric, epistemic, index=getattr(X, "index", None)
-        )
+        return uncertainty_frame(aleatoric + epistemic, aleatoric, epistemic, index=index_of(X))
 
     # -- what differs from regression -------------------------------------------
 

@@ -13,7 +13,7 @@ from ._base import BaseHydra
 from ._params import declare_parameters
 from .losses import GaussianDistillationLoss
 from .nn import gaussian_parameters
-from .uncertainty import regression_uncertainty, uncertainty_frame
+from .uncertainty import index_of, regression_uncertainty, uncertainty_frame
 
 __all__ = ["HydraDistilledRegressor"]
 
@@ -214,7 +214,7 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
         """
         means, variances = self.predict_members(X)
         parts = regression_uncertainty(means, self._known(variances), self.head_weights_)
-        return uncertainty_frame(*parts, index=getattr(X, "index", None))
+        return uncertainty_frame(*parts, index=index_of(X))
 
     def _known(self, variances):
         if self.target_encoding_.aleatoric_known:

@@ -180,8 +180,9 @@ def uncertainty_frame(total, aleatoric, epistemic, index=None):
     )
 
 
-def _index_of(X):
-    return X.index if isinstance(X, pd.DataFrame) else None
+def index_of(X):
+    """The index of a DataFrame or Series ``X`` (kept by ``predict_uncertainty``), else None."""
+    return X.index if isinstance(X, (pd.DataFrame, pd.Series)) else None
 
 
 def teacher_view(student, X, hint=""):
@@ -268,7 +269,7 @@ def predict_uncertainty(model, X, *, task=None):
     if steps is not None and isinstance(steps[-1][1], BaseHydra):
         Xt = model[:-1].transform(X)
         frame = steps[-1][1].predict_uncertainty(Xt)
-        if _index_of(X) is not None:
+        if index_of(X) is not None:
             frame.index = X.index
         return frame
     teacher = resolve_teacher(model, task=task, X=X)
@@ -286,4 +287,4 @@ def predict_uncertainty(model, X, *, task=None):
             )
             variances = None
         parts = regression_uncertainty(means, variances, teacher.weights)
-    return uncertainty_frame(*parts, index=_index_of(X))
+    return uncertainty_frame(*parts, index=index_of(X))

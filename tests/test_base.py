@@ -2,12 +2,14 @@
 bad input, and the shapes and normalisation of the student's predictions."""
 
 import pickle
+import warnings
 from types import SimpleNamespace
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 from conftest import TINY
 from hypothesis import given, settings
@@ -15,12 +17,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sklearn.compose import make_column_transformer
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
+from skhydra import HydraDistilledClassifier, HydraDistilledRegressor, predict_uncertainty
 from skhydra._base import resolve_device
 
 ESTIMATORS = [HydraDistilledClassifier, HydraDistilledRegressor]
@@ -496,3 +499,68 @@ def test_property_regressor_members(tiny_models, n_samples, n_heads, data):
     weights = _head_weights(model, n_heads)
     np.testing.assert_allclose(mean, means @ weights, rtol=1e-10, atol=1e-8)
     assert np.all(std > 0)
+
+
+# ---------------------------------------------------------------------------
+# sparse preprocessing: members see the sparse matrix, the student a dense one
+# ---------------------------------------------------------------------------
+
+
+def _sparse_teachers():
+    """(id, X, y, encoder with sparse output, student class, forest) cases."""
+    rng = np.random.default_rng(0)
+    n = 160
+    cities = rng.choice(["paris", "rome", "oslo", "lima", "kyiv"], n)
+    frame = pd.DataFrame({"city": cities, "size": rng.normal(size=n)})
+    y_reg = (cities == "rome") * 3.0 + frame["size"].to_numpy() + rng.normal(scale=0.3, size=n)
+    # sparse_threshold=1: the ColumnTransformer returns a sparse matrix.
+    columns = make_column_transformer(
+        (OneHotEncoder(), ["city"]), remainder="passthrough", sparse_threshold=1.0
+    )
+    words = np.array(["good", "bad", "film", "movie", "plot", "acting"])
+    docs = [" ".join(rng.choice(words, 3)) for _ in range(n)]
+    labels = np.array(["pos" if "good" in d else "neg" for d in docs])
+    forest = RandomForestClassifier(8, random_state=0)
+    return [
+        (
+            "onehot-regressor",
+            frame[["city"]],
+            y_reg,
+            OneHotEncoder(),
+            HydraDistilledRegressor,
+            RandomForestRegressor(8, random_state=0),
+        ),
+        (
+            "columns-classifier",
+            frame,
+            (y_reg > 1).astype(int),
+            columns,
+            HydraDistilledClassifier,
+            forest,
+        ),
+        ("tfidf-classifier", docs, labels, TfidfVectorizer(), HydraDistilledClassifier, forest),
+    ]
+
+
+SPARSE = _sparse_teachers()
+
+
+@pytest.mark.parametrize(
+    "X, y, encoder, Est, forest", [c[1:] for c in SPARSE], ids=[c[0] for c in SPARSE]
+)
+def test_sparse_preprocessing_teacher(X, y, encoder, Est, forest):
+    teacher = make_pipeline(encoder, forest).fit(X, y)
+    assert sp.issparse(teacher[:-1].transform(X))
+    params = {**TINY, "lr": 1e-2, "max_epochs": 40, "phase1_epochs": 20}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # point regressors: no aleatoric part
+        t = predict_uncertainty(teacher, X)
+        student = Est(teacher, **params).fit(X, y)
+        s = predict_uncertainty(student, X)
+    assert t.shape == s.shape == (len(y), 3)
+    assert np.isfinite(t["epistemic"]).all() and np.isfinite(s["epistemic"]).all()
+    assert student.input_shape_ == (teacher[:-1].transform(X[:2]).shape[1],)
+    if Est is HydraDistilledClassifier:
+        assert np.mean(student.predict(X) == teacher.predict(X)) > 0.85
+    else:
+        assert np.corrcoef(student.predict(X), teacher.predict(X))[0, 1] > 0.85

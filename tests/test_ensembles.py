@@ -17,7 +17,6 @@ from sklearn.ensemble import (
     BaggingRegressor,
     ExtraTreesClassifier,
     GradientBoostingClassifier,
-    GradientBoostingRegressor,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
     StackingClassifier,
@@ -487,11 +486,39 @@ _REFUSED = [
 def test_boosting_and_stacking_are_refused_with_reason(iris, model, word):
     X, y = iris
     fitted = model.fit(X, y)
-    for teacher in (fitted, make_pipeline(StandardScaler(), fitted), [fitted]):
+    for teacher in (fitted, make_pipeline(StandardScaler(), fitted)):
         with pytest.raises(TypeError, match=f"(?i){word}") as info:
             predict_members(teacher, X)
         # says what to pass instead
-        assert "random forest" in str(info.value)
+        assert "list of independently fitted models" in str(info.value)
+
+
+def test_a_list_of_boosting_models_is_a_seed_ensemble(iris):
+    X, y = iris
+    seeds = [
+        HistGradientBoostingClassifier(max_iter=10, max_features=0.5, random_state=s).fit(X, y)
+        for s in range(3)
+    ]
+    members = predict_members(seeds, X)
+    assert members.shape == (len(X), 3, 3)
+    for m, model in enumerate(seeds):
+        np.testing.assert_allclose(members[:, m], model.predict_proba(X), rtol=1e-6)
+    unfitted = fit_ensemble([GradientBoostingClassifier(n_estimators=3)], X, y)
+    assert len(unfitted) == 1 and hasattr(unfitted[0], "estimators_")
+
+
+def test_lightgbm_seed_ensemble(diabetes):
+    lightgbm = pytest.importorskip("lightgbm")
+    X, y = diabetes
+    params = dict(n_estimators=10, subsample=0.7, subsample_freq=1, verbose=-1)
+    seeds = [lightgbm.LGBMRegressor(random_state=s, **params).fit(X, y) for s in range(3)]
+    teacher = resolve_teacher(seeds)
+    assert teacher.task == "regressor" and not teacher.has_variance
+    means, variances = predict_members(seeds, X[:5])
+    np.testing.assert_allclose(means[:, 2], seeds[2].predict(X[:5]))
+    assert np.isnan(variances).all()
+    with pytest.raises(TypeError, match="boosting"):
+        resolve_teacher(seeds[0])
 
 
 @pytest.mark.parametrize(
@@ -825,8 +852,6 @@ def test_unfitted_boosting_is_refused_by_fit_ensemble(iris):
     X, y = iris
     with pytest.raises(TypeError, match="cannot be distilled"):
         fit_ensemble(GradientBoostingClassifier(), X, y)
-    with pytest.raises(TypeError, match="cannot be distilled"):
-        fit_ensemble([GradientBoostingRegressor()], X, y)
 
 
 def test_is_fitted(iris, forest):

@@ -13,16 +13,17 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 from conftest import TINY
 from joblib import parallel_config
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import BaggingRegressor, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import BayesianRidge, LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV
 from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from torch import nn
 
@@ -438,3 +439,35 @@ def test_memory_cache_torch_regressor_teacher(diabetes, tmp_path, gaussian):
     pd.testing.assert_frame_equal(u_second, u_plain)
     # A cache hit: only the forward pass on one row that finds the output width ran.
     assert hit == (1, 1)
+
+
+# ---------------------------------------------------------------------------
+# sparse inputs: members get the sparse matrix they were fitted on
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cities():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"city": rng.choice(["paris", "rome", "oslo", "lima"], 120)})
+    y = (frame["city"] == "rome") * 3.0 + rng.normal(size=len(frame))
+    return frame, y.to_numpy()
+
+
+@pytest.mark.parametrize(
+    "ensemble",
+    [
+        RandomForestRegressor(n_estimators=4, random_state=0),
+        BaggingRegressor(n_estimators=3, max_features=0.5, random_state=0),
+    ],
+    ids=["forest", "bagging"],
+)
+def test_members_of_a_sparse_pipeline_predict_on_the_sparse_matrix(cities, ensemble):
+    frame, y = cities
+    pipeline = make_pipeline(OneHotEncoder(), ensemble).fit(frame, y)
+    teacher = resolve_teacher(pipeline)
+    assert sp.issparse(teacher.transform(frame))
+    means, _ = teacher.predict_members(teacher.transform(frame))
+    np.testing.assert_allclose(means.mean(axis=1), pipeline.predict(frame))
+    chunks = [p[0] for _, _, p in teacher.iter_predictions(teacher.transform(frame), chunk_rows=50)]
+    np.testing.assert_array_equal(np.concatenate(chunks), means)

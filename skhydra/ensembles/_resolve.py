@@ -279,8 +279,8 @@ def _normalised(weights):
 
 
 def _resolve_list(models, task, classes, X):
-    for model in models:
-        _refuse_if_unsupported(model)
+    # Each model of a list is a whole member (boosting models fitted with several
+    # seeds are a seed ensemble): only a single boosting or stacking model is refused.
     if not is_fitted(models):
         raise NotFittedError("The ensemble's members are not fitted.")
     torch_flags = [_is_torch_module(m) for m in models]
@@ -434,8 +434,6 @@ def fit_ensemble(ensemble, X, y, sample_weight=None):
             "passed, but the target y is None; pass y or a fitted ensemble."
         )
     if isinstance(ensemble, (list, tuple)):
-        for model in ensemble:
-            _refuse_if_unsupported(model)
         return [_fit_one(m, X, y, sample_weight) for m in ensemble]
     _refuse_if_unsupported(ensemble)
     return _fit_one(ensemble, X, y, sample_weight)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
+import scipy.sparse as sp
 from joblib import Parallel, delayed, effective_n_jobs
 
 __all__ = ["CHUNK_ROWS", "Teacher"]
@@ -169,7 +170,9 @@ class Teacher:
         for start in range(0, n_rows, chunk_rows):
             stop = min(start + chunk_rows, n_rows)
             X_chunk = _rows(X, start, stop)
-            X_array = np.asarray(X_chunk) if needs_array else None
+            # Forests and bagging take the array their members were fitted on: a
+            # sparse matrix stays sparse (np.asarray would wrap it in an object array).
+            X_array = X_chunk if not needs_array or sp.issparse(X_chunk) else np.asarray(X_chunk)
             if parallel is None:
                 yield start, stop, self._predict_group(0, self.n_members, X_chunk, X_array)
                 continue
