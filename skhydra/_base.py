@@ -37,7 +37,7 @@ from ._training import RESERVED_SKORCH_PARAMS, train_two_phase
 from ._transfer import build_transfer_set, input_scaling, synthetic_rows, validation_rows
 from .ensembles import resolve_teacher
 from .ensembles._members import unwrap_frozen
-from .ensembles._resolve import fit_ensemble, is_fitted
+from .ensembles._resolve import accepts_nan, fit_ensemble, is_fitted
 from .nn import HydraModule
 
 __all__ = ["BaseHydra", "resolve_device"]
@@ -160,7 +160,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             targets = collect_targets(chunks, encoding, heads, transfer.y, len(transfer), store)
             for phase_targets in targets:
                 phase_targets["weight"] = transfer.weight
-            net = self._train(transfer, targets, encoding, n_heads, rng, options)
+            net = self._train(transfer, targets, encoding, n_heads, teacher, rng, options)
         self._set_fitted(ensemble, teacher, heads, encoding, net, X_student, options.device)
         return self
 
@@ -199,7 +199,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             # The Pipeline's own steps validate the raw rows.
             validate_data(self, X, skip_check_array=True)
         else:
-            checked = self._validate_numeric(X, reset=True)
+            checked = self._validate_numeric(X, reset=True, allow_nan=self._teacher_takes_nan())
             # Members fitted on a DataFrame keep seeing it, with its column names.
             X = X if isinstance(X, pd.DataFrame) else checked
         if _num_samples(X) == 0:
@@ -226,12 +226,21 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 )
         return ensemble, teacher
 
+    def _teacher_takes_nan(self):
+        """Whether the ensemble (the default one when None) takes NaN, by its tags."""
+        return accepts_nan(self._default_ensemble() if self.ensemble is None else self.ensemble)
+
     def _student_rows(self, teacher, X_teacher):
-        X_student = self._student_array(X_teacher)
+        X_student = self._student_array(X_teacher, teacher.allows_nan)
         if teacher.n_features_in_ is not None and teacher.n_features_in_ != X_student.shape[1]:
             raise ValueError(
                 f"X has {X_student.shape[1]} features, but the ensemble's members were "
                 f"fitted on {teacher.n_features_in_}."
+            )
+        if X_student.ndim > 2 and np.isnan(X_student).any():
+            raise ValueError(
+                "X has missing values (NaN) in rows of more than two dimensions; the student "
+                "fills missing values of tables (2-D X) only."
             )
         if X_student.ndim > 2 and self.body is None:
             raise ValueError(
@@ -260,14 +269,19 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 yield offset + start, offset + stop, chunk
             offset += rows.shape[0]
 
-    def _train(self, transfer, targets, encoding, n_heads, rng, options):
+    def _train(self, transfer, targets, encoding, n_heads, teacher, rng, options):
         valid_index = (
             validation_rows(len(transfer), self.validation_fraction, rng)
             if self.early_stopping
             else None
         )
         n_train = len(transfer) if valid_index is None else int(np.sum(~valid_index))
-        loc, scale = input_scaling(transfer.X[: transfer.n_real], self.input_scaling)
+        real = transfer.X[: transfer.n_real]
+        loc, scale = input_scaling(real, self.input_scaling)
+        # Tables whose teacher takes NaN: learned fills, and indicators for the
+        # features missing in the real rows.
+        takes_nan = teacher.allows_nan and real.ndim == 2
+        missing = np.flatnonzero(np.isnan(real).any(axis=0)) if takes_nan else None
         devices = [torch.device(options.device).index or 0] if "cuda" in options.device else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(options.seed)
@@ -280,6 +294,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 n_heads=1,
                 body=make_body(self.body, self.body_params),
                 input_shape=transfer.X.shape[1:],
+                missing=missing,
             )
             return train_two_phase(
                 module,
@@ -326,10 +341,16 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
 
     # -- input ----------------------------------------------------------------
 
-    def _validate_numeric(self, X, reset):
+    def _validate_numeric(self, X, reset, allow_nan=False):
         try:
             return validate_data(
-                self, X, reset=reset, dtype=np.float32, ensure_min_samples=1, allow_nd=True
+                self,
+                X,
+                reset=reset,
+                dtype=np.float32,
+                ensure_min_samples=1,
+                allow_nd=True,
+                ensure_all_finite="allow-nan" if allow_nan else True,
             )
         except (ValueError, TypeError) as exc:
             if isinstance(X, pd.DataFrame):
@@ -346,11 +367,14 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                     ) from exc
             raise
 
-    def _student_array(self, X_teacher):
+    def _student_array(self, X_teacher, allow_nan):
         if sp.issparse(X_teacher):
             X_teacher = X_teacher.toarray()
+        finite = "allow-nan" if allow_nan else True
         try:
-            return _writable(check_array(X_teacher, dtype=np.float32, allow_nd=True))
+            return _writable(
+                check_array(X_teacher, dtype=np.float32, allow_nd=True, ensure_all_finite=finite)
+            )
         except ValueError as exc:
             raise ValueError(
                 f"The teacher's preprocessing must produce finite numbers for the student: {exc}"
@@ -358,10 +382,11 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
 
     def _student_input(self, X):
         check_is_fitted(self)
+        allow_nan = self.teacher_.allows_nan
         if self.teacher_.preprocessor is not None:
             validate_data(self, X, reset=False, skip_check_array=True)
-            return self._student_array(self.teacher_.transform(X))
-        X = _writable(self._validate_numeric(X, reset=False))
+            return self._student_array(self.teacher_.transform(X), allow_nan)
+        X = _writable(self._validate_numeric(X, reset=False, allow_nan=allow_nan))
         if X.shape[1:] != self.input_shape_:
             raise ValueError(
                 f"X has rows of shape {X.shape[1:]}, but the student was fitted on rows "
@@ -450,6 +475,6 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = self._teacher_takes_nan()
         tags.input_tags.sparse = False
         return tags

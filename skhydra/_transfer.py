@@ -6,6 +6,7 @@ observed targets; the rows held out for early stopping; and the input
 standardisation the student applies inside its module.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,7 @@ def synthetic_rows(X, kind, factor, noise_scale, rng):
         return X[:0]
     first = X[rng.integers(len(X), size=n_new)]
     if kind == "noise":
-        scale = X.std(axis=0, dtype=np.float64)
+        scale = np.nan_to_num(np.nanstd(X, axis=0, dtype=np.float64))
         noise = rng.standard_normal(first.shape) * (noise_scale * scale)
         return (first + noise).astype(X.dtype)
     second = X[rng.integers(len(X), size=n_new)]
@@ -182,7 +183,11 @@ def input_scaling(X, mode):
         axes = (0, *range(2, X.ndim))
     else:
         axes = tuple(range(X.ndim))
-    loc = X.mean(axis=axes, dtype=np.float64, keepdims=True)[0]
-    scale = X.std(axis=axes, dtype=np.float64, keepdims=True)[0]
-    scale[scale < 1e-12] = 1.0
+    # Missing values (NaN) are left out; a feature that is always missing gets 0 and 1.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        loc = np.nanmean(X, axis=axes, dtype=np.float64, keepdims=True)[0]
+        scale = np.nanstd(X, axis=axes, dtype=np.float64, keepdims=True)[0]
+    loc = np.nan_to_num(loc)
+    scale[~(scale >= 1e-12)] = 1.0
     return loc.astype(np.float32), scale.astype(np.float32)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["BatchedLinear", "HydraHeads", "HydraModule", "Standardize"]
+__all__ = ["BatchedLinear", "FillMissing", "HydraHeads", "HydraModule", "Standardize"]
 
 
 class Standardize(nn.Module):
@@ -38,6 +38,45 @@ class Standardize(nn.Module):
     def forward(self, x):
         """Scale ``x`` of shape (N, ...)."""
         return (x - self.loc) / self.scale
+
+
+class FillMissing(nn.Module):
+    """Learned fill values for missing (NaN) inputs, and missingness indicators.
+
+    Every feature gets a learnable fill value (in the units the module
+    receives, e.g. standardised: 0 is the mean) used where it is NaN. The
+    features that were missing in the training rows also get one indicator
+    column each (1 where missing), appended to the row, so the body can tell a
+    filled value from an observed one; a feature never missing in training is
+    filled, without an indicator, when it is missing later.
+
+    Parameters
+    ----------
+    n_features : int
+        Width ``D`` of the input rows.
+    missing : sequence of int
+        Features that get an indicator column.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.nn import FillMissing
+    >>> fill = FillMissing(2, missing=[1])
+    >>> fill(torch.tensor([[1.0, float("nan")], [2.0, 3.0]]))
+    tensor([[1., 0., 1.],
+            [2., 3., 0.]], grad_fn=<CatBackward0>)
+    """
+
+    def __init__(self, n_features, missing):
+        super().__init__()
+        self.register_buffer("missing", torch.as_tensor(list(missing), dtype=torch.long))
+        self.fill = nn.Parameter(torch.zeros(n_features))
+
+    def forward(self, x):
+        """Fill ``x`` of shape (N, D); return (N, D + len(missing))."""
+        absent = torch.isnan(x)
+        x = torch.where(absent, self.fill.to(x.dtype), x)
+        return torch.cat([x, absent[:, self.missing].to(x.dtype)], dim=1)
 
 
 class BatchedLinear(nn.Module):
@@ -166,6 +205,10 @@ class HydraModule(nn.Module):
         initialised then).
     input_shape : tuple of int, default=None
         Shape of one input row; ``None`` means ``(len(loc),)``.
+    missing : sequence of int or None, default=None
+        For 2-D input that can hold NaN: the features missing in the training
+        rows (see :class:`FillMissing`, applied after the scaling). ``None``:
+        the input has no missing values.
 
     Examples
     --------
@@ -197,11 +240,16 @@ class HydraModule(nn.Module):
         dropout=0.0,
         body=None,
         input_shape=None,
+        missing=None,
     ):
         super().__init__()
         self.scaler = Standardize(loc, scale)
         if input_shape is None:
             input_shape = (len(self.scaler.loc),)
+        self.fill = nn.Identity()
+        if missing is not None:
+            self.fill = FillMissing(input_shape[0], missing)
+            input_shape = (input_shape[0] + len(missing),)
         if body is None:
             layers = []
             width = input_shape[0]
@@ -222,7 +270,7 @@ class HydraModule(nn.Module):
 
     def forward(self, x):
         """Map inputs (N, ...) to raw head outputs (N, H, n_outputs)."""
-        return self.heads(self.body(self.scaler(x)).flatten(1))
+        return self.heads(self.body(self.fill(self.scaler(x))).flatten(1))
 
     def expand_heads(self, n_heads):
         """Copy the single phase-1 head into ``n_heads`` heads."""

@@ -3,11 +3,19 @@ and the Gaussian parameters of regression heads."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from skhydra.nn import BatchedLinear, HydraHeads, HydraModule, Standardize, gaussian_parameters
+from skhydra.nn import (
+    BatchedLinear,
+    FillMissing,
+    HydraHeads,
+    HydraModule,
+    Standardize,
+    gaussian_parameters,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -168,3 +176,23 @@ def test_hydra_module_refuses_a_body_that_fails_or_pools_rows():
     pooled = torch.nn.Flatten(start_dim=0)
     with pytest.raises(ValueError, match="Flatten must return a tensor with one row per input row"):
         HydraModule(torch.zeros(5), torch.ones(5), (), (), 3, body=pooled)
+
+
+def test_fill_missing_learns_fills_and_flags_missing_features():
+    fill = FillMissing(3, missing=[0, 2])
+    x = torch.tensor([[float("nan"), 1.0, 2.0], [3.0, float("nan"), float("nan")]])
+    with torch.no_grad():
+        fill.fill.copy_(torch.tensor([10.0, 20.0, 30.0]))
+    out = fill(x)
+    # filled values, then one indicator per feature that can be missing (0 and 2)
+    expected = [[10.0, 1.0, 2.0, 1.0, 0.0], [3.0, 20.0, 30.0, 0.0, 1.0]]
+    np.testing.assert_array_equal(out.detach().numpy(), expected)
+    out.sum().backward()
+    np.testing.assert_array_equal(fill.fill.grad.numpy(), [1.0, 1.0, 1.0])
+
+
+def test_hydra_module_with_missing_values_widens_the_body_input():
+    module = HydraModule(torch.zeros(3), torch.ones(3), (8,), (), 2, missing=[1])
+    assert module.body[0].in_features == 4
+    out = module(torch.tensor([[1.0, float("nan"), 0.0]]))
+    assert torch.isfinite(out).all()

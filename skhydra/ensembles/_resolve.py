@@ -16,6 +16,7 @@ from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
 from ._members import (
@@ -31,7 +32,7 @@ from ._members import (
 )
 from ._teacher import Teacher
 
-__all__ = ["fit_ensemble", "is_fitted", "resolve_teacher"]
+__all__ = ["accepts_nan", "fit_ensemble", "is_fitted", "resolve_teacher"]
 
 _REFUSED = {
     "GradientBoostingClassifier": "boosting",
@@ -88,6 +89,34 @@ def is_fitted(model):
     except TypeError:  # not an estimator: resolution says what it is
         return True
     return True
+
+
+def accepts_nan(model):
+    """Whether an ensemble (or a list of members) takes NaN in its input, by its tags.
+
+    A Pipeline takes NaN when its first step does (its steps then handle it).
+    Torch modules and objects without scikit-learn tags do not.
+
+    Examples
+    --------
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skhydra.ensembles._resolve import accepts_nan
+    >>> accepts_nan(RandomForestClassifier()), accepts_nan([LogisticRegression()])
+    (True, False)
+    """
+    if isinstance(model, FrozenEstimator):
+        return accepts_nan(model.estimator)
+    if isinstance(model, (list, tuple)):
+        return len(model) > 0 and all(accepts_nan(m) for m in model)
+    if isinstance(model, Pipeline):
+        return accepts_nan(model.steps[0][1])
+    if _is_torch_module(model):
+        return False
+    try:
+        return bool(get_tags(model).input_tags.allow_nan)
+    except (AttributeError, TypeError):
+        return False
 
 
 def _refuse_if_unsupported(model):
@@ -298,6 +327,7 @@ def _resolve_list(models, task, classes, X):
         found,
         classes_=found_classes,
         has_variance=all(isinstance(m, GaussianMember) for m in members),
+        allows_nan=accepts_nan(models),
         n_features_in_=getattr(models[0], "n_features_in_", None),
     )
 
@@ -320,6 +350,7 @@ def _resolve_estimator(ensemble, task):
             classes_=None if classes is None else np.asarray(classes),
             weights=_normalised(weights),
             has_variance=all(isinstance(m, GaussianMember) for m in members),
+            allows_nan=accepts_nan(ensemble),
             n_features_in_=getattr(ensemble, "n_features_in_", None),
         )
     if found is not None or _is_torch_module(ensemble):

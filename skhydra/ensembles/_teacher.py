@@ -53,6 +53,9 @@ class Teacher:
         for equal weights.
     has_variance : bool
         Whether every member predicts a variance (regression).
+    allows_nan : bool
+        Whether every member takes missing values (NaN) in its input (after
+        ``preprocessor``).
     preprocessor : transformer or None
         Fitted steps in front of the members (a Pipeline teacher).
     n_features_in_ : int or None
@@ -78,6 +81,7 @@ class Teacher:
     classes_: np.ndarray = None
     weights: np.ndarray = None
     has_variance: bool = False
+    allows_nan: bool = False
     preprocessor: object = None
     n_features_in_: int = None
 
