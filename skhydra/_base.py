@@ -37,7 +37,13 @@ from ._training import RESERVED_SKORCH_PARAMS, train_two_phase
 from ._transfer import build_transfer_set, input_scaling, synthetic_rows, validation_rows
 from .ensembles import resolve_teacher
 from .ensembles._members import unwrap_frozen
-from .ensembles._resolve import accepts_nan, fit_ensemble, is_fitted
+from .ensembles._resolve import (
+    SHARED_PREPROCESSING_FIX,
+    accepts_nan,
+    fit_ensemble,
+    is_fitted,
+    shared_preprocessing,
+)
 from .nn import HydraModule
 
 __all__ = ["BaseHydra", "resolve_device"]
@@ -195,7 +201,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         )
 
     def _validate_fit_data(self, X, y, sample_weight):
-        if isinstance(unwrap_frozen(self.ensemble), Pipeline):
+        ensemble = unwrap_frozen(self.ensemble)
+        if isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None:
             # The Pipeline's own steps validate the raw rows.
             validate_data(self, X, skip_check_array=True)
         else:
@@ -359,6 +366,13 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                     for c in X.columns
                     if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))
                 ]
+                if bad and isinstance(self.ensemble, (list, tuple)):
+                    raise ValueError(
+                        f"X has non-numeric columns {bad}, and the members do not share one "
+                        "preprocessing the student could learn from (they are not all "
+                        "Pipelines whose steps before the last were fitted alike); "
+                        f"{SHARED_PREPROCESSING_FIX}."
+                    ) from exc
                 if bad:
                     raise ValueError(
                         f"X has non-numeric columns {bad}. Encode them first, or pass a "

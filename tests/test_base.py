@@ -15,13 +15,14 @@ from conftest import TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from sklearn.base import clone
 from sklearn.compose import make_column_transformer
 from sklearn.datasets import load_wine
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor, predict_uncertainty
@@ -616,3 +617,38 @@ def test_missing_values_refused_when_the_teacher_does_not_take_them(iris):
     fitted = student.fit(X)
     with pytest.raises(ValueError, match="NaN"):
         fitted.predict(X_nan)
+
+
+# ---------------------------------------------------------------------------
+# a list of Pipelines that share their preprocessing (a seed ensemble on a raw table)
+# ---------------------------------------------------------------------------
+
+
+def test_seed_ensemble_of_pipelines_on_a_raw_dataframe(coloured):
+    frame, y, _ = coloured
+    encoder = make_column_transformer((OneHotEncoder(), ["colour"]), remainder="passthrough")
+    members = [
+        make_pipeline(clone(encoder), RandomForestClassifier(n_estimators=4, random_state=s)).fit(
+            frame, y
+        )
+        for s in range(3)
+    ]
+    student = HydraDistilledClassifier(members, **TINY).fit(frame)
+    # One shared preprocessing: the student learns from its numeric output.
+    assert student.teacher_.preprocessor is not None and student.n_heads_ == 3
+    assert student.input_shape_ == (6,)  # 2 one-hot columns + 4 numbers
+    assert student.predict_uncertainty(frame.head()).index.equals(frame.index[:5])
+
+
+def test_pipelines_with_different_preprocessing_say_how_to_share_it(coloured):
+    frame, y, _ = coloured
+    encoder = make_column_transformer(
+        (OneHotEncoder(), ["colour"]), (StandardScaler(), ["sepal_length"]), remainder="drop"
+    )
+    # Fitted on different rows: the scalers differ.
+    members = [
+        make_pipeline(clone(encoder), LogisticRegression(max_iter=500)).fit(frame[i::2], y[i::2])
+        for i in range(2)
+    ]
+    with pytest.raises(ValueError, match=r"do not share one preprocessing.*FrozenEstimator\(pre\)"):
+        HydraDistilledClassifier(members, **TINY).fit(frame)

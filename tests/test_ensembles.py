@@ -46,7 +46,7 @@ from skhydra.ensembles._members import (
     torch_forward,
     unwrap_frozen,
 )
-from skhydra.ensembles._resolve import fit_ensemble, is_fitted
+from skhydra.ensembles._resolve import fit_ensemble, is_fitted, shared_preprocessing
 
 
 def _mapped(member, X, n_classes):
@@ -862,3 +862,19 @@ def test_is_fitted(iris, forest):
     assert is_fitted([GaussianNB().fit(*iris)]) and not is_fitted((GaussianNB(),))
     with pytest.raises(ValueError, match="mixes fitted and unfitted"):
         is_fitted([forest, RandomForestClassifier()])
+
+
+def test_shared_preprocessing_of_a_list_of_pipelines(iris):
+    X, y = iris
+    same = [make_pipeline(StandardScaler(), LogisticRegression(C=c)).fit(X, y) for c in (0.1, 1.0)]
+    front = shared_preprocessing(same)
+    np.testing.assert_allclose(front.transform(X), same[1][:-1].transform(X))
+    teacher = resolve_teacher(same)
+    assert teacher.preprocessor is not None
+    assert all(isinstance(m.model, LogisticRegression) for m in teacher.members)
+    np.testing.assert_allclose(
+        teacher.predict_members(teacher.transform(X))[:, 1], same[1].predict_proba(X), rtol=1e-6
+    )
+    other = make_pipeline(StandardScaler(), LogisticRegression()).fit(X[::2], y[::2])
+    assert shared_preprocessing([same[0], other]) is None  # scaled by other rows
+    assert shared_preprocessing([same[0][-1], same[1][-1]]) is None  # not Pipelines

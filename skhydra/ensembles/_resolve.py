@@ -11,6 +11,7 @@ the reason.
 import warnings
 from dataclasses import replace
 
+import joblib
 import numpy as np
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.exceptions import NotFittedError
@@ -29,10 +30,24 @@ from ._members import (
     _is_torch_module,
     supports_return_std,
     torch_forward,
+    unwrap_frozen,
 )
 from ._teacher import Teacher
 
-__all__ = ["accepts_nan", "fit_ensemble", "is_fitted", "resolve_teacher"]
+__all__ = [
+    "accepts_nan",
+    "fit_ensemble",
+    "is_fitted",
+    "resolve_teacher",
+    "shared_preprocessing",
+]
+
+#: How to give a list of Pipelines one preprocessing, in the error that asks for it.
+SHARED_PREPROCESSING_FIX = (
+    "fit the preprocessing once and freeze it in every member, e.g. "
+    "pre = ColumnTransformer(...).fit(X); members = [make_pipeline(FrozenEstimator(pre), "
+    "HistGradientBoostingClassifier(random_state=s)).fit(X, y) for s in range(5)]"
+)
 
 _REFUSED = {
     "GradientBoostingClassifier": "boosting",
@@ -117,6 +132,50 @@ def accepts_nan(model):
         return bool(get_tags(model).input_tags.allow_nan)
     except (AttributeError, TypeError):
         return False
+
+
+def shared_preprocessing(models):
+    """The preprocessing every member of a list of Pipelines shares, or None.
+
+    Members share it when their steps before the last are equal: the same
+    parameters, fitted on the same rows (compared by :func:`joblib.hash` of
+    the fitted steps). A seed ensemble of Pipelines built on the same data
+    shares its preprocessing; the student then learns from its numeric output.
+
+    Parameters
+    ----------
+    models : object
+        An ensemble; only a list or tuple of (possibly frozen) Pipelines with at
+        least two steps can share preprocessing.
+
+    Returns
+    -------
+    Pipeline or None
+        The first member's preprocessing steps, or None when the members are
+        not all Pipelines or their preprocessing differs.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skhydra.ensembles._resolve import shared_preprocessing
+    >>> X, y = load_iris(return_X_y=True)
+    >>> members = [make_pipeline(StandardScaler(), LogisticRegression(C=c)).fit(X, y)
+    ...            for c in (0.1, 1.0)]
+    >>> shared_preprocessing(members)
+    Pipeline(steps=[('standardscaler', StandardScaler())])
+    """
+    if not isinstance(models, (list, tuple)) or len(models) == 0:
+        return None
+    pipelines = [unwrap_frozen(m) for m in models]
+    if not all(isinstance(p, Pipeline) and len(p) > 1 for p in pipelines):
+        return None
+    fronts = [p[:-1] for p in pipelines]
+    if len({joblib.hash(front) for front in fronts}) > 1:
+        return None
+    return fronts[0]
 
 
 def _refuse_if_unsupported(model):
@@ -312,6 +371,10 @@ def _resolve_list(models, task, classes, X):
     # seeds are a seed ensemble): only a single boosting or stacking model is refused.
     if not is_fitted(models):
         raise NotFittedError("The ensemble's members are not fitted.")
+    front = shared_preprocessing(models)
+    if front is not None:
+        inner = _resolve_list([unwrap_frozen(m)[-1] for m in models], task, classes, None)
+        return replace(inner, preprocessor=front)
     torch_flags = [_is_torch_module(m) for m in models]
     if any(torch_flags) and not all(torch_flags):
         raise TypeError(
