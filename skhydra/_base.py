@@ -155,7 +155,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         )
         observed = y if self._learns_from_y else None
         transfer = build_transfer_set(X_teacher, X_student, observed, sample_weight, synthetic)
-        heads = assign_heads(teacher.n_members, n_heads, teacher.weights)
+        rank = self._matches_by_rank(teacher)
+        heads = assign_heads(teacher.n_members, n_heads, teacher.weights, rank=rank)
         with RowStore(options.budget) as store:
             chunks = self._prediction_chunks(teacher, transfer, options.cache)
             # The encoding may depend on the teacher's first predictions (the regressor's
@@ -266,6 +267,13 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             )
         return n_heads
 
+    def _matches_by_rank(self, teacher):
+        """Whether the heads imitate the members' ranks (``head_matching``; "auto" decides)."""
+        if self.head_matching != "auto":
+            return self.head_matching == "rank"
+        equal = teacher.weights is None or np.allclose(teacher.weights, teacher.weights[0])
+        return teacher.tree_based and equal
+
     def _prediction_chunks(self, teacher, transfer, cache):
         """The teacher's prediction chunks over the real rows, then the synthetic ones."""
         offset = 0
@@ -331,6 +339,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         self.teacher_ = teacher
         self.n_members_ = teacher.n_members
         self.n_heads_ = len(heads.head_weights)
+        self.head_matching_ = "rank" if heads.rank else "member"
         self.member_heads_ = heads.member_heads
         self.head_weights_ = heads.head_weights
         self.target_encoding_ = encoding

@@ -44,7 +44,14 @@ class ClassTargets:
         return len(self.classes)
 
     def encode(self, probabilities, heads, y):
-        """Targets of a chunk: ``({"target": (n, 1, C)}, {"target": (n, H, C)})``."""
+        """Targets of a chunk: ``({"target": (n, 1, C)}, {"target": (n, H, C)})``.
+
+        With rank matching, members are ranked by their expected class index
+        (for votes: the class itself), so heads learn the ensemble's votes
+        class by class rather than one member's.
+        """
+        key = probabilities @ np.arange(probabilities.shape[-1], dtype=probabilities.dtype)
+        probabilities = heads.ranked(key, probabilities)
         return (
             {"target": self._tempered(heads.mean_target(probabilities))},
             {"target": self._tempered(heads.head_targets(probabilities))},

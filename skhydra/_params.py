@@ -102,6 +102,24 @@ PARAMS = [
         epistemic uncertainty).""",
     ),
     Param(
+        "head_matching",
+        "auto",
+        [StrOptions({"auto", "member", "rank"})],
+        """head_matching : {"auto", "member", "rank"}, default="auto"
+        What each head imitates in phase 2. ``"member"``: head ``m`` imitates
+        member ``m`` (the Hydra paper). ``"rank"``: head ``m`` imitates the
+        member of rank ``m`` in each row (members sorted by their prediction:
+        the class they vote for, or their mean), the ensemble's order
+        statistics. Ranking permutes exchangeable members, so the ensemble's
+        mean and uncertainty are the same, and it gives the heads targets they
+        can learn when a single member is not a smooth function of the input:
+        a tree's vote jumps from row to row, but how many trees vote for each
+        class changes smoothly. With fewer heads, consecutive ranks share a
+        head. ``"auto"``: ``"rank"`` for ensembles of trees (forests, extra
+        trees, bagged trees, boosted-tree seed ensembles) with equal weights,
+        ``"member"`` otherwise. The choice is in ``head_matching_``.""",
+    ),
+    Param(
         "body",
         None,
         [None, type, torch.nn.Module],
@@ -362,8 +380,13 @@ ATTRIBUTES = """ensemble_ : object
     n_heads_ : int
         Number of heads of the student.
 
+    head_matching_ : {"member", "rank"}
+        What the heads imitate (see ``head_matching``).
+
     member_heads_ : ndarray of shape (``n_members_``,)
-        The head each member is distilled into (``m % n_heads_``).
+        The head each member is distilled into: ``m % n_heads_`` with member
+        matching; with rank matching, the head of each rank
+        (``r * n_heads_ // n_members_``).
 
     head_weights_ : ndarray of shape (``n_heads_``,)
         Weight of each head in the student's mixture: the summed weights of

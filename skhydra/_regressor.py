@@ -46,8 +46,11 @@ class GaussianTargets:
     n_outputs = 2
 
     def encode(self, predictions, heads, y):
-        """Targets of a chunk: ``mean`` and ``var`` (n, heads), ``y`` (n,), float32."""
-        means, variances = predictions
+        """Targets of a chunk: ``mean`` and ``var`` (n, heads), ``y`` (n,), float32.
+
+        With rank matching, members are ranked by their means.
+        """
+        means, variances = heads.ranked(predictions[0], *predictions)
         means = (means - self.loc) / self.scale
         variances = variances / self.scale**2
         second = variances + means**2

@@ -37,6 +37,7 @@ from ._teacher import Teacher
 __all__ = [
     "accepts_nan",
     "fit_ensemble",
+    "is_tree_model",
     "is_fitted",
     "resolve_teacher",
     "shared_preprocessing",
@@ -176,6 +177,39 @@ def shared_preprocessing(models):
     if len({joblib.hash(front) for front in fronts}) > 1:
         return None
     return fronts[0]
+
+
+#: Tree models outside sklearn.tree and sklearn.ensemble, by class name.
+_TREE_MODELS = ("LGBM", "XGB", "CatBoost")
+
+
+def is_tree_model(model):
+    """Whether ``model`` (unwrapped from Pipelines and FrozenEstimator) is tree-based.
+
+    Trees, forests and bagged trees, and boosted tree ensembles (scikit-learn's,
+    LightGBM, XGBoost, CatBoost): models whose prediction is piecewise constant.
+
+    Examples
+    --------
+    >>> from sklearn.ensemble import RandomForestRegressor
+    >>> from sklearn.linear_model import Ridge
+    >>> from skhydra.ensembles._resolve import is_tree_model
+    >>> is_tree_model(RandomForestRegressor()), is_tree_model(Ridge())
+    (True, False)
+    """
+    model = unwrap_frozen(model)
+    if isinstance(model, Pipeline):
+        return is_tree_model(model[-1])
+    module = type(model).__module__ or ""
+    if module.startswith("sklearn.tree"):
+        return True
+    if module.startswith("sklearn.ensemble"):
+        if _name(model).startswith(("Voting", "Stacking")):
+            return False
+        base = getattr(model, "estimator", None)
+        # Forests and gradient boosting grow trees; bagging and AdaBoost default to trees.
+        return base is None or is_tree_model(base)
+    return _name(model).startswith(_TREE_MODELS)
 
 
 def _refuse_if_unsupported(model):
@@ -391,6 +425,7 @@ def _resolve_list(models, task, classes, X):
         classes_=found_classes,
         has_variance=all(isinstance(m, GaussianMember) for m in members),
         allows_nan=accepts_nan(models),
+        tree_based=all(is_tree_model(m) for m in models),
         n_features_in_=getattr(models[0], "n_features_in_", None),
     )
 
@@ -414,6 +449,7 @@ def _resolve_estimator(ensemble, task):
             weights=_normalised(weights),
             has_variance=all(isinstance(m, GaussianMember) for m in members),
             allows_nan=accepts_nan(ensemble),
+            tree_based=all(is_tree_model(m.model) for m in members),
             n_features_in_=getattr(ensemble, "n_features_in_", None),
         )
     if found is not None or _is_torch_module(ensemble):

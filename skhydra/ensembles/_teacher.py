@@ -56,6 +56,9 @@ class Teacher:
     allows_nan : bool
         Whether every member takes missing values (NaN) in its input (after
         ``preprocessor``).
+    tree_based : bool
+        Whether every member is a tree model (a tree, a forest, or a boosted
+        tree ensemble), whose prediction is piecewise constant in the input.
     preprocessor : transformer or None
         Fitted steps in front of the members (a Pipeline teacher).
     n_features_in_ : int or None
@@ -82,6 +85,7 @@ class Teacher:
     weights: np.ndarray = None
     has_variance: bool = False
     allows_nan: bool = False
+    tree_based: bool = False
     preprocessor: object = None
     n_features_in_: int = None
 
