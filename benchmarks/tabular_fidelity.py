@@ -10,7 +10,7 @@ attrition         classifier  1,470   Attrition                         JobRole:
 credit_data       classifier  4,454   Status (455 missing values)       Home: other, ignore, priv
 mlc_churn         classifier  5,000   churn                             state: CA, NY, TX, WA, MA, FL
 ames              regressor   2,930   Sale_Price (dollars)              Neighborhood: the 3 most expensive
-hotel_rates       regressor   15,402  avg_price_per_room (10k sampled)  market_segment: Corporate, Aviation
+hotel_rates       regressor   15,402  avg_price_per_room (10k sampled)  market_segment: corporate
 Wage              regressor   3,000   wage                              education: 5. Advanced Degree
 ================  ==========  ======  ================================  ==================================
 
@@ -117,7 +117,7 @@ TABLES = {
         "avg_price_per_room",
         "regressor",
         "market_segment",
-        ["Corporate", "Aviation"],
+        ["corporate"],
         10_000,
     ),
     "Wage": ("ISLR", "Wage", "wage", "regressor", "education", ["5. Advanced Degree"], None),
