@@ -16,8 +16,10 @@ from .uncertainty import BLOCK_ROWS, entropy_decomposition, index_of, uncertaint
 
 __all__ = ["HydraDistilledClassifier"]
 
-#: Floor of the members' probabilities before their logarithm is tempered.
-_EPS = 1e-8
+#: Log-probability given to a class a member rules out (probability exactly 0, e.g. a
+#: tree's vote), before tempering: log(1e-8). Positive probabilities keep their exact
+#: logarithm, so tempering a torch member's probabilities is tempering its logits.
+_ZERO = 1e-8
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class ClassTargets:
         )
 
     def _tempered(self, probabilities):
-        log_p = torch.from_numpy(np.log(np.clip(probabilities, _EPS, 1.0)).astype(np.float32))
+        p = np.clip(probabilities, 0.0, 1.0)
+        log_p = torch.from_numpy(np.log(np.where(p > 0, p, _ZERO)).astype(np.float32))
         return tempered_log_softmax(log_p, self.temperature).exp().numpy()
 
     def criterion(self):

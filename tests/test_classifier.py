@@ -444,3 +444,21 @@ def test_class_targets_are_the_tempered_member_mixtures():
     np.testing.assert_allclose(phase2["target"][0, 0], tempered(np.array([0.6, 0.4])), atol=1e-6)
     np.testing.assert_allclose(phase2["target"][0, 1], tempered(np.array([0.1, 0.9])), atol=1e-6)
     assert phase1["target"].shape == (1, 1, 2) and phase2["target"].dtype == np.float32
+
+
+def test_torch_members_are_tempered_on_their_logits():
+    # A logit gap of 30: softmax(z / 4) = [0.99945, 0.00055]. Clipping the member's
+    # probabilities before tempering would give [0.917, 0.083]-like targets instead.
+    logits = torch.tensor([[30.0, 0.0], [0.0, 12.0]])
+    probabilities = torch.softmax(logits, dim=-1).numpy()[:, None, :]
+    _, phase2 = ClassTargets(np.array([0, 1]), temperature=4.0).encode(
+        probabilities, assign_heads(1, 1), None
+    )
+    expected = torch.softmax(logits / 4.0, dim=-1).numpy()
+    np.testing.assert_allclose(phase2["target"][:, 0], expected, rtol=1e-4)
+    # A class a member rules out (probability 0, a tree's vote) gets log(1e-8).
+    vote = np.array([[[1.0, 0.0]]])
+    _, phase2 = ClassTargets(np.array([0, 1]), temperature=4.0).encode(
+        vote, assign_heads(1, 1), None
+    )
+    np.testing.assert_allclose(phase2["target"][0, 0, 1], 1 / (1 + 1e8**0.25), rtol=1e-4)
