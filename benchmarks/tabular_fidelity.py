@@ -11,7 +11,7 @@ credit_data       classifier  4,454   Status (455 missing values)       Home: ot
 mlc_churn         classifier  5,000   churn                             state: CA, NY, TX, WA, MA, FL
 ames              regressor   2,930   Sale_Price (dollars)              Neighborhood: the 3 most expensive
 hotel_rates       regressor   15,402  avg_price_per_room (10k sampled)  market_segment: corporate
-Wage              regressor   3,000   wage                              education: 5. Advanced Degree
+Wage              regressor   3,000   wage (logwage dropped)            education: 5. Advanced Degree
 ================  ==========  ======  ================================  ==================================
 
 For each table the out-of-distribution (OOD) rows (a group of rows the
@@ -135,6 +135,8 @@ def load(name, seed):
     frame = frame.drop(columns=[c for c in frame.columns if c.lower() in ("rownames",)])
     if name == "hotel_rates":
         frame = frame.drop(columns=["arrival_date"], errors="ignore")
+    if name == "Wage":
+        frame = frame.drop(columns=["logwage"])  # log(wage): the target itself
     if values is None:
         medians = frame.groupby(column)[target].median().sort_values()
         values = list(medians.index[-3:])
