@@ -16,9 +16,52 @@ __all__ = [
     "TransferSet",
     "build_transfer_set",
     "input_scaling",
+    "like",
+    "most_disagreed",
     "synthetic_rows",
     "validation_rows",
 ]
+
+
+#: Rows among which MUNGE looks for each row's nearest neighbour (a random subset
+#: on larger data keeps the search cheap).
+MUNGE_REFERENCE_ROWS = 10_000
+
+
+def _noise(X, n_new, noise_scale, rng):
+    first = X[rng.integers(len(X), size=n_new)]
+    scale = np.nan_to_num(np.nanstd(X, axis=0, dtype=np.float64))
+    return first + rng.standard_normal(first.shape) * (noise_scale * scale)
+
+
+def _mixup(X, n_new, rng):
+    first = X[rng.integers(len(X), size=n_new)]
+    second = X[rng.integers(len(X), size=n_new)]
+    lam = rng.uniform(size=(n_new,) + (1,) * (X.ndim - 1))
+    return lam * first + (1.0 - lam) * second
+
+
+def _munge(X, n_new, rng, swap=0.5):
+    """MUNGE (Bucilua et al., 2006): a row takes, feature by feature with probability
+    ``swap``, its nearest neighbour's value plus noise of the size of their difference."""
+    from sklearn.neighbors import NearestNeighbors
+
+    flat = np.nan_to_num(X.reshape(len(X), -1).astype(np.float64))
+    scale = flat.std(axis=0)
+    scale[scale == 0] = 1.0
+    reference = np.arange(len(X))
+    if len(X) > MUNGE_REFERENCE_ROWS:
+        reference = rng.choice(len(X), MUNGE_REFERENCE_ROWS, replace=False)
+    index = NearestNeighbors(n_neighbors=2).fit(flat[reference] / scale)
+    rows = rng.integers(len(X), size=n_new)
+    neighbours = index.kneighbors(flat[rows] / scale, return_distance=False)
+    # The nearest neighbour other than the row itself (when the row is in the reference).
+    own = reference[neighbours[:, 0]] == rows
+    partner = reference[np.where(own, neighbours[:, 1], neighbours[:, 0])]
+    a, b = X[rows], X[partner]
+    swapped = rng.random(a.shape) < swap
+    spread = np.abs(a - b)
+    return np.where(swapped, b + rng.standard_normal(a.shape) * spread, a)
 
 
 def synthetic_rows(X, kind, factor, noise_scale, rng):
@@ -28,11 +71,15 @@ def synthetic_rows(X, kind, factor, noise_scale, rng):
     ----------
     X : ndarray of shape (n_samples, ...)
         Transfer rows (any trailing shape, e.g. images).
-    kind : {"noise", "mixup"} or None
+    kind : {"noise", "mixup", "munge"} or None
         ``"noise"``: a random row plus Gaussian noise of ``noise_scale``
         standard deviations of each feature (standardised units).
         ``"mixup"``: a random convex combination ``l * x_i + (1 - l) * x_j`` of
-        two random rows, ``l ~ Uniform(0, 1)``. ``None``: no rows.
+        two random rows, ``l ~ Uniform(0, 1)``. ``"munge"``: a random row
+        whose features each take, with probability 1/2, the value of its
+        nearest neighbour plus Gaussian noise as large as their difference
+        (Bucilua et al., 2006): rows in the data's own neighbourhoods.
+        ``None``: no rows.
     factor : float
         Synthetic rows per real row.
     noise_scale : float
@@ -50,18 +97,42 @@ def synthetic_rows(X, kind, factor, noise_scale, rng):
     >>> X = np.arange(8.0).reshape(4, 2)
     >>> synthetic_rows(X, "noise", 1.5, 0.1, np.random.default_rng(0)).shape
     (6, 2)
+    >>> synthetic_rows(X, "munge", 1.0, 0.1, np.random.default_rng(0)).shape
+    (4, 2)
     """
     n_new = int(round(factor * len(X))) if kind is not None else 0
     if n_new == 0:
         return X[:0]
-    first = X[rng.integers(len(X), size=n_new)]
     if kind == "noise":
-        scale = np.nan_to_num(np.nanstd(X, axis=0, dtype=np.float64))
-        noise = rng.standard_normal(first.shape) * (noise_scale * scale)
-        return (first + noise).astype(X.dtype)
-    second = X[rng.integers(len(X), size=n_new)]
-    lam = rng.uniform(size=(n_new,) + (1,) * (X.ndim - 1))
-    return (lam * first + (1.0 - lam) * second).astype(X.dtype)
+        rows = _noise(X, n_new, noise_scale, rng)
+    elif kind == "mixup":
+        rows = _mixup(X, n_new, rng)
+    else:
+        rows = _munge(X, n_new, rng)
+    return rows.astype(X.dtype)
+
+
+def most_disagreed(candidates, disagreement, n_keep, rng, top_fraction=0.75):
+    """Keep ``n_keep`` candidate rows: mostly those where the members disagree most.
+
+    ``top_fraction`` of them are the candidates of highest ``disagreement``
+    (the teacher's epistemic uncertainty), the rest a random draw of the
+    others, so the student also sees where the members agree.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._transfer import most_disagreed
+    >>> rows = np.arange(10.0)[:, None]
+    >>> kept = most_disagreed(rows, np.arange(10.0), 4, np.random.default_rng(0))
+    >>> sorted(kept[:3, 0].tolist())
+    [7.0, 8.0, 9.0]
+    """
+    n_keep = min(n_keep, len(candidates))
+    n_top = int(round(top_fraction * n_keep))
+    order = np.argsort(-np.nan_to_num(disagreement, nan=-np.inf), kind="stable")
+    rest = rng.choice(order[n_top:], n_keep - n_top, replace=False)
+    return candidates[np.concatenate([order[:n_top], rest])]
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +167,16 @@ class TransferSet:
         return len(self.X)
 
 
+def like(rows, X_teacher):
+    """Synthetic student ``rows`` in the container of the real rows the teacher takes.
+
+    A DataFrame keeps its column names (members fitted on one see them).
+    """
+    if isinstance(X_teacher, pd.DataFrame):
+        return pd.DataFrame(rows, columns=X_teacher.columns)
+    return rows
+
+
 def build_transfer_set(X_teacher, X_student, y, sample_weight, synthetic):
     """Assemble the transfer set from the real rows and the synthetic student rows.
 
@@ -116,9 +197,7 @@ def build_transfer_set(X_teacher, X_student, y, sample_weight, synthetic):
     """
     n_real, n_new = len(X_student), len(synthetic)
     weight = np.ones(n_real) if sample_weight is None else np.asarray(sample_weight, float)
-    synthetic_for_teacher = synthetic
-    if isinstance(X_teacher, pd.DataFrame):
-        synthetic_for_teacher = pd.DataFrame(synthetic, columns=X_teacher.columns)
+    synthetic_for_teacher = like(synthetic, X_teacher)
     if y is not None:
         y = np.concatenate([np.asarray(y, dtype=np.float64), np.full(n_new, np.nan)])
     return TransferSet(
