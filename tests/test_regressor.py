@@ -651,3 +651,32 @@ def test_gaussian_targets_decode_to_units_of_y():
     np.testing.assert_allclose(variances, [[100.0]], rtol=1e-3)
     unknown = GaussianTargets(loc=0.0, scale=1.0, aleatoric_known=False).decode(outputs)[1]
     assert np.isnan(unknown).all()
+
+
+# -- tree teachers: heads matched by rank ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def forest_split(diabetes):
+    """A 30-tree forest fitted on two thirds of diabetes; held-out and noisy rows."""
+    X, y = diabetes
+    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.33, random_state=0)
+    X_eval = np.vstack([X_test, X_test + np.random.default_rng(1).normal(size=X_test.shape)])
+    forest = RandomForestRegressor(n_estimators=30, random_state=0).fit(X_train, y_train)
+    return X_train, y_train, X_eval, forest
+
+
+def test_forest_heads_matched_by_rank_keep_the_spread(forest_split):
+    X_train, y_train, X_eval, forest = forest_split
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*predict no variance", category=UserWarning)
+        teacher = predict_uncertainty(forest, X_eval)["epistemic"].mean()
+    ratio = {}
+    for matching in ("auto", "member"):
+        student = HydraDistilledRegressor(forest, head_matching=matching, **FIDELITY)
+        student.fit(X_train, y_train)
+        ratio[student.head_matching_] = student.predict_uncertainty(X_eval)["epistemic"].mean() / teacher
+    # One tree's prediction jumps from row to row; the trees' ranks do not. Heads that
+    # imitate single trees average their jumps away and lose most of the spread.
+    assert ratio["rank"] > 0.5
+    assert ratio["member"] < ratio["rank"] / 3

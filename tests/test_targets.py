@@ -78,3 +78,26 @@ def test_collect_targets_writes_every_chunk_in_place(tmp_path, budget):
     # Each chunk's encoding saw that chunk's observed targets.
     assert [n for n, _ in encoding.calls] == [4, 4, 2]
     np.testing.assert_array_equal(encoding.calls[2][1], [80.0, 90.0])
+
+
+def test_rank_matching_sends_consecutive_ranks_to_a_head():
+    heads = assign_heads(6, 3, rank=True)
+    assert heads.rank
+    np.testing.assert_array_equal(heads.member_heads, [0, 0, 1, 1, 2, 2])
+    np.testing.assert_allclose(heads.mixing[1], [0, 0, 0.5, 0.5, 0, 0])
+    with pytest.raises(ValueError, match="equally weighted"):
+        assign_heads(3, 3, np.array([0.5, 0.25, 0.25]), rank=True)
+
+
+def test_ranked_sorts_members_per_row_and_keeps_the_mean():
+    values = np.array([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0]])
+    extra = values * 10
+    by_rank, extra_by_rank = assign_heads(3, 3, rank=True).ranked(values, values, extra)
+    np.testing.assert_array_equal(by_rank, [[1.0, 2.0, 3.0], [-1.0, 0.0, 5.0]])
+    np.testing.assert_array_equal(extra_by_rank, by_rank * 10)  # sorted together
+    np.testing.assert_array_equal(assign_heads(3, 3).ranked(values, values), values)
+    # Consecutive ranks share a head: ranks 0 and 1 in head 0, rank 2 in head 1.
+    ranked = assign_heads(3, 2, rank=True)
+    np.testing.assert_allclose(
+        ranked.head_targets(ranked.ranked(values, values)), [[1.5, 3.0], [-0.5, 5.0]]
+    )

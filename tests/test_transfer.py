@@ -12,7 +12,13 @@ from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 from skhydra import HydraDistilledClassifier
-from skhydra._transfer import build_transfer_set, input_scaling, synthetic_rows, validation_rows
+from skhydra._transfer import (
+    build_transfer_set,
+    input_scaling,
+    most_disagreed,
+    synthetic_rows,
+    validation_rows,
+)
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +293,28 @@ def test_student_module_holds_the_input_scaling(sequences_and_images, kind, mode
 def test_invalid_input_scaling(iris, forest):
     with pytest.raises(InvalidParameterError, match="input_scaling"):
         HydraDistilledClassifier(forest, input_scaling="pixel", **TINY).fit(iris[0])
+
+
+def test_munge_rows_take_neighbour_values_feature_by_feature():
+    rng = np.random.default_rng(0)
+    # Two far-apart pairs of rows: each row's nearest neighbour is its pair.
+    X = np.array([[0.0, 0.0], [1.0, 1.0], [100.0, 100.0], [101.0, 101.0]])
+    rows = synthetic_rows(X, "munge", 50.0, 0.5, rng)
+    assert rows.shape == (200, 2)
+    near_low = (rows < 50).all(axis=1)
+    # Never mixed across pairs, and within 4 pair-distances of the pair.
+    assert ((rows[near_low] > -4) & (rows[near_low] < 5)).all()
+    assert ((rows[~near_low] > 96) & (rows[~near_low] < 105)).all()
+    # Both halves appear; a feature keeps the row's own value about half the time.
+    assert 50 < near_low.sum() < 150
+    kept = np.isin(rows, X).mean()
+    assert 0.35 < kept < 0.65
+
+
+def test_most_disagreed_keeps_the_top_and_a_random_rest():
+    rng = np.random.default_rng(0)
+    candidates = np.arange(100.0)[:, None]
+    kept = most_disagreed(candidates, disagreement=np.arange(100.0), n_keep=20, rng=rng)
+    assert kept.shape == (20, 1)
+    np.testing.assert_array_equal(np.sort(kept[:15, 0]), np.arange(85.0, 100.0))
+    assert (kept[15:, 0] < 85).all() and len(np.unique(kept)) == 20

@@ -42,6 +42,7 @@ TESTS = [
     "tests/test_regressor.py::test_student_epistemic_tracks_the_teacher_off_the_training_rows",
     "tests/test_regressor.py::test_head_m_learns_member_m",
     "tests/test_regressor.py::test_fewer_heads_learn_the_moments_of_their_members",
+    "tests/test_regressor.py::test_forest_heads_matched_by_rank_keep_the_spread",
 ]
 
 
@@ -160,6 +161,11 @@ MUTANTS = [
                 "member_heads = np.arange(n_members) * n_heads // n_members",
             ),
         ),
+    ),
+    Mutant(
+        "rank_matching_ignored",
+        "tree members are never ranked: each head imitates one tree",
+        (("skhydra/_targets.py", "        if not self.rank:\n", "        if True:\n"),),
     ),
     Mutant(
         "augmentation_wrong_rows",
