@@ -282,7 +282,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         kind, factor = self.augmentation, self.augmentation_factor
         if kind != "auto":
             return synthetic_rows(X_student, kind, factor, self.noise_scale, rng)
-        if not teacher.tree_based or X_student.ndim != 2:
+        if not teacher.tree_based or X_student.ndim != 2 or len(X_student) < 2:
             return synthetic_rows(X_student, "noise", factor, self.noise_scale, rng)
         # Trees: rows in the data's neighbourhoods (MUNGE), where a new row from the
         # data would fall, and the candidate rows around the data where the members

@@ -103,6 +103,8 @@ def synthetic_rows(X, kind, factor, noise_scale, rng):
     n_new = int(round(factor * len(X))) if kind is not None else 0
     if n_new == 0:
         return X[:0]
+    if kind == "munge" and len(X) < 2:
+        raise ValueError("augmentation='munge' needs at least 2 rows (a row and its neighbour).")
     if kind == "noise":
         rows = _noise(X, n_new, noise_scale, rng)
     elif kind == "mixup":

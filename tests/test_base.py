@@ -445,8 +445,10 @@ def tiny_models():
 
 
 def _head_weights(model, n_heads):
-    """Documented mapping: member m goes to head m % n_heads; a head weighs its members."""
-    member_heads = np.arange(N_MEMBERS) % n_heads
+    """Documented mapping: member m goes to head m % n_heads, or with rank matching
+    (the forests here), rank r to head r * n_heads // n_members; a head weighs its members."""
+    assert model.head_matching_ == "rank"
+    member_heads = np.arange(N_MEMBERS) * n_heads // N_MEMBERS
     np.testing.assert_array_equal(model.member_heads_, member_heads)
     expected = np.bincount(member_heads, minlength=n_heads) / N_MEMBERS
     np.testing.assert_allclose(model.head_weights_, expected, rtol=1e-12)

@@ -421,7 +421,7 @@ def test_heteroscedastic_gap_keeps_epistemic_and_aleatoric_shape(toy):
     t_means, t_vars = predict_members(members, grid, task="regressor")
     teacher = uncertainty_frame(*regression_uncertainty(t_means, t_vars))
     model = HydraDistilledRegressor(members, **{**TOY, "max_epochs": 110}).fit(X)
-    assert model.augmentation == "noise"  # the default: synthetic rows reach the gap
+    assert model.augmentation == "auto"  # the default: noise rows (torch members) reach the gap
     student = model.predict_uncertainty(grid)
     for u in (teacher, student):
         assert u["epistemic"][gap].mean() > 1.5 * u["epistemic"][data].mean()

@@ -291,7 +291,7 @@ def test_diverging_training_is_a_clear_error(task, iris, diabetes, forest, fores
 def recorded(iris, forest):
     """A student without early stopping whose callbacks recorded its training."""
     RECORDS.clear()
-    params = {**TINY, "early_stopping": False, "batch_size": 48}
+    params = {**TINY, "early_stopping": False, "batch_size": 48, "augmentation": "noise"}
     model = HydraDistilledClassifier(forest, callbacks=[Record("fit"), Counter()], **params).fit(
         iris[0]
     )

@@ -200,9 +200,24 @@ class Teacher:
         members = self.members[first:stop]
         if self.is_classifier:
             n_classes = len(self.classes_)
-            return np.stack([m.probabilities(X, X_array, n_classes) for m in members], axis=1)
+            probabilities = [m.probabilities(X, X_array, n_classes) for m in members]
+            for j, p in enumerate(probabilities, start=first):
+                _check_finite(p, j, "probabilities")
+            return np.stack(probabilities, axis=1)
         means, variances = zip(*(m.gaussian(X, X_array) for m in members), strict=True)
+        for j, (mean, variance) in enumerate(zip(means, variances, strict=True), start=first):
+            _check_finite(mean, j, "means")
+            # NaN variances are a point member's; infinite ones are an error.
+            _check_finite(np.nan_to_num(variance, nan=0.0), j, "variances")
         return np.stack(means, axis=1), np.stack(variances, axis=1)
+
+
+def _check_finite(values, member, what):
+    if not np.isfinite(values).all():
+        raise ValueError(
+            f"Member {member} of the ensemble predicted NaN or infinite {what} for some "
+            "rows; a teacher's predictions must be finite numbers."
+        )
 
 
 def _map(func, predictions):
