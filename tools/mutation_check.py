@@ -173,8 +173,8 @@ MUTANTS = [
         (
             (
                 "skhydra/_transfer.py",
-                "    synthetic_for_teacher = synthetic\n",
-                "    synthetic_for_teacher = synthetic[::-1]\n",
+                "    synthetic_for_teacher = like(synthetic, X_teacher)\n",
+                "    synthetic_for_teacher = like(synthetic[::-1], X_teacher)\n",
             ),
         ),
     ),
