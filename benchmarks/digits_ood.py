@@ -10,11 +10,13 @@ forest and 100 extra trees. Prints one markdown table per teacher.
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _provenance import provenance
 from sklearn.datasets import load_digits
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.model_selection import train_test_split
@@ -83,6 +85,7 @@ def evaluate(model, X_te, y_te, X_ood, ref):
         row["rho_in"] = M.uncertainty_spearman(ref["u_te"], u_te)
         row["rho_ood"] = M.uncertainty_spearman(ref["u_ood"], u_ood)
         row["mse"] = M.uncertainty_mse(r_all, u_all)
+        row["ratio"] = float(u_all.mean() / r_all.mean())
     return row
 
 
@@ -112,7 +115,7 @@ def save_plots(folder, kind, ens, hydra, X_te, y_te, X_ood, ref, row):
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    print(f"saved {path}")
+    print(f"saved {path}", file=sys.stderr)
 
 
 COLUMNS = [
@@ -125,6 +128,7 @@ COLUMNS = [
     "rho",
     "rho_in",
     "rho_ood",
+    "ratio",
     "mse",
     "auroc",
     "fit_s",
@@ -145,7 +149,15 @@ def main():
     parser.add_argument(
         "--plots", default="benchmarks/results", help="folder for the PNG plots ('' for none)"
     )
+    parser.add_argument("--output", default=None, help="markdown report with provenance")
     args = parser.parse_args()
+    start = time.perf_counter()
+    report = []
+
+    def out(text=""):
+        print(text)
+        report.append(text)
+
     torch.set_num_threads(args.threads)
     extra = json.loads(args.student_params)
     kinds = args.teacher.split(",")
@@ -179,9 +191,9 @@ def main():
                 results.setdefault(name, []).append(row)
                 if args.plots and seed == 0 and name == "hydra":
                     save_plots(args.plots, kind, ens, hydra, X_te, y_te, X_ood, ref, row)
-        print(f"\n### Teacher: {kind} ({args.repeats} splits, mean ± s.e.)\n")
-        print("| model | " + " | ".join(COLUMNS) + " |")
-        print("|---" * (len(COLUMNS) + 1) + "|")
+        out(f"\n### Teacher: {kind} ({args.repeats} splits, mean ± s.e.)\n")
+        out("| model | " + " | ".join(COLUMNS) + " |")
+        out("|---" * (len(COLUMNS) + 1) + "|")
         for name, rows in results.items():
             cells = []
             for col in COLUMNS:
@@ -191,7 +203,12 @@ def main():
                     continue
                 se = np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0
                 cells.append(f"{np.mean(values):.3f} ± {se:.3f}")
-            print(f"| {name} | " + " | ".join(cells) + " |")
+            out(f"| {name} | " + " | ".join(cells) + " |")
+    if args.output:
+        header = "# Digits out-of-distribution benchmark\n\n" + provenance(
+            "benchmarks/digits_ood.py", sys.argv[1:], list(range(args.repeats)), start
+        )
+        Path(args.output).write_text(header + "\n" + "\n".join(report) + "\n")
 
 
 if __name__ == "__main__":

@@ -39,8 +39,6 @@ student's fit time (teacher predictions included).
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -48,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import sklearn
 import torch
+from _provenance import provenance
 from scipy.stats import spearmanr
 from sklearn.compose import make_column_selector, make_column_transformer
 from sklearn.ensemble import (
@@ -67,7 +65,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-import skhydra
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor, predict_uncertainty
 from skhydra.ensembles import predict_members
 
@@ -226,40 +223,6 @@ def evaluate(task, ens, student, X_te, X_ood, y_te):
     return row
 
 
-def provenance(argv, seeds, start):
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "skhydra", "benchmarks"],
-            capture_output=True,
-            text=True,
-            cwd=HERE,
-        ).stdout.strip()
-    except OSError:
-        commit, dirty = "unknown", ""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return "\n".join(
-        [
-            f"- command: `python benchmarks/tabular_fidelity.py {' '.join(argv)}`".rstrip(),
-            f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-            f"- versions: skhydra {skhydra.__version__}, scikit-learn {sklearn.__version__}, "
-            f"torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}",
-            f"- machine: {cpu}, {__import__('os').cpu_count()} cores, torch threads "
-            f"{torch.get_num_threads()}",
-            f"- seeds: {seeds}",
-            f"- wall time: {time.perf_counter() - start:.0f} s",
-        ]
-    )
-
-
 COLUMNS = {
     "classifier": ["rho", "rho_ood", "ratio", "auroc_t", "auroc_s", "acc_t", "acc_s", "fit_s"],
     "regressor": [
@@ -336,7 +299,12 @@ def main(argv=None):
     lines = [
         "# Tabular fidelity: tree teachers and their students",
         "",
-        provenance(sys.argv[1:] if argv is None else argv, list(range(args.repeats)), start),
+        provenance(
+            "benchmarks/tabular_fidelity.py",
+            sys.argv[1:] if argv is None else argv,
+            list(range(args.repeats)),
+            start,
+        ),
         f"- student parameters: {params or 'defaults'}",
         "",
     ]
