@@ -34,34 +34,22 @@ from ._body import BodyParamsMixin, make_body
 from ._storage import RowStore, parse_bytes
 from ._targets import assign_heads, collect_targets
 from ._training import RESERVED_SKORCH_PARAMS, train_two_phase
-from ._transfer import (
-    build_transfer_set,
-    input_scaling,
-    like,
-    most_disagreed,
-    synthetic_rows,
-    validation_rows,
-)
+from ._transfer import augment, build_transfer_set, input_scaling, validation_rows
 from .ensembles import resolve_teacher
-from .ensembles._members import unwrap_frozen
-from .ensembles._resolve import (
+from .ensembles._kinds import (
     SHARED_PREPROCESSING_FIX,
     accepts_nan,
-    fit_ensemble,
     is_fitted,
     shared_preprocessing,
 )
+from .ensembles._members import unwrap_frozen
+from .ensembles._resolve import fit_ensemble
 from .nn import HydraModule
-from .uncertainty import classification_uncertainty, regression_uncertainty
 
 __all__ = ["BaseHydra", "resolve_device"]
 
 #: Rows per forward pass at prediction time.
 PREDICT_ROWS = 4096
-
-#: Synthetic rows a tree teacher's transfer set aims at with augmentation="auto"
-#: (between 1 and 4 per real row).
-TREE_SYNTHETIC_ROWS = 20_000
 
 
 def resolve_device(device):
@@ -162,7 +150,17 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         X_student = self._student_rows(teacher, X_teacher)
         n_heads = self._check_heads(teacher)
         rng = np.random.default_rng(options.seed)
-        synthetic = self._synthetic_rows(teacher, X_teacher, X_student, rng, options)
+        synthetic = augment(
+            teacher,
+            X_teacher,
+            X_student,
+            self.augmentation,
+            self.augmentation_factor,
+            self.noise_scale,
+            rng,
+            n_jobs=self.n_jobs,
+            cache=options.cache,
+        )
         observed = y if self._learns_from_y else None
         transfer = build_transfer_set(X_teacher, X_student, observed, sample_weight, synthetic)
         rank = self._matches_by_rank(teacher)
@@ -276,40 +274,6 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 "members; use at most one head per member (or n_heads=None)."
             )
         return n_heads
-
-    def _synthetic_rows(self, teacher, X_teacher, X_student, rng, options):
-        """Synthetic transfer rows, per ``augmentation`` ("auto" decides by the teacher)."""
-        kind, factor = self.augmentation, self.augmentation_factor
-        if kind != "auto":
-            return synthetic_rows(X_student, kind, factor, self.noise_scale, rng)
-        if not teacher.tree_based or X_student.ndim != 2 or len(X_student) < 2:
-            return synthetic_rows(X_student, "noise", factor, self.noise_scale, rng)
-        # Trees: rows in the data's neighbourhoods (MUNGE), where a new row from the
-        # data would fall, and the candidate rows around the data where the members
-        # disagree most. Small tables get more of them (up to 4 per row), large ones fewer
-        # (down to 1 per row): total = factor * n * clip(20_000 / n, 1, 4).
-        n = len(X_student)
-        n_new = int(round(factor * n * np.clip(TREE_SYNTHETIC_ROWS / n, 1.0, 4.0)))
-        munged = synthetic_rows(X_student, "munge", n_new / 2 / n, self.noise_scale, rng)
-        candidates = np.concatenate(
-            [
-                synthetic_rows(X_student, "noise", 1.5 * n_new / n, self.noise_scale, rng),
-                synthetic_rows(X_student, "mixup", 1.5 * n_new / n, self.noise_scale, rng),
-            ]
-        )
-        disagreement = self._disagreement(teacher, like(candidates, X_teacher), options.cache)
-        chosen = most_disagreed(candidates, disagreement, n_new - len(munged), rng)
-        return np.concatenate([munged, chosen])
-
-    def _disagreement(self, teacher, rows, cache):
-        """The teacher's epistemic uncertainty on ``rows``, chunk by chunk."""
-        parts = []
-        for _, _, predictions in teacher.iter_predictions(rows, n_jobs=self.n_jobs, cache=cache):
-            if teacher.is_classifier:
-                parts.append(classification_uncertainty(predictions, teacher.weights)[2])
-            else:
-                parts.append(regression_uncertainty(predictions[0], None, teacher.weights)[2])
-        return np.concatenate(parts)
 
     def _matches_by_rank(self, teacher):
         """Whether the heads imitate the members' ranks (``head_matching``; "auto" decides)."""

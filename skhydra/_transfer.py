@@ -14,6 +14,7 @@ import pandas as pd
 
 __all__ = [
     "TransferSet",
+    "augment",
     "build_transfer_set",
     "input_scaling",
     "like",
@@ -22,6 +23,10 @@ __all__ = [
     "validation_rows",
 ]
 
+
+#: Synthetic rows a tree teacher's transfer set aims at with augmentation="auto"
+#: (between 1 and 4 per real row).
+TREE_SYNTHETIC_ROWS = 20_000
 
 #: Rows among which MUNGE looks for each row's nearest neighbour (a random subset
 #: on larger data keeps the search cheap).
@@ -135,6 +140,67 @@ def most_disagreed(candidates, disagreement, n_keep, rng, top_fraction=0.75):
     order = np.argsort(-np.nan_to_num(disagreement, nan=-np.inf), kind="stable")
     rest = rng.choice(order[n_top:], n_keep - n_top, replace=False)
     return candidates[np.concatenate([order[:n_top], rest])]
+
+
+def augment(teacher, X_teacher, X_student, kind, factor, noise_scale, rng, n_jobs=None, cache=None):
+    """The synthetic rows of the transfer set, per the ``augmentation`` parameter.
+
+    ``kind="auto"`` decides by the teacher: ``"noise"``, except for tree
+    ensembles on tables (2-D ``X`` of at least 2 rows), whose members agree on
+    their training rows far more than on new ones. For those: rows in the data's
+    neighbourhoods (MUNGE), where a new row from the data would fall, and the
+    candidate rows around the data where the members disagree most. Small
+    tables get more of them (up to 4 per row), large ones fewer (down to 1 per
+    row): in all ``factor * n * clip(20_000 / n, 1, 4)``, half of each.
+
+    Parameters
+    ----------
+    teacher : skhydra.ensembles.Teacher
+    X_teacher : array-like or DataFrame
+        The real rows as the members take them.
+    X_student : ndarray of shape (n_samples, ...)
+        The real rows as the student takes them.
+    kind : {"auto", "noise", "mixup", "munge"} or None
+    factor, noise_scale : float
+        See :func:`synthetic_rows`.
+    rng : numpy.random.Generator
+    n_jobs, cache
+        For the teacher's predictions of the candidate rows.
+
+    Returns
+    -------
+    ndarray of shape (n_new, ...)
+        Synthetic rows in the student's input space.
+    """
+    if kind != "auto":
+        return synthetic_rows(X_student, kind, factor, noise_scale, rng)
+    if not teacher.tree_based or X_student.ndim != 2 or len(X_student) < 2:
+        return synthetic_rows(X_student, "noise", factor, noise_scale, rng)
+    n = len(X_student)
+    n_new = int(round(factor * n * np.clip(TREE_SYNTHETIC_ROWS / n, 1.0, 4.0)))
+    munged = synthetic_rows(X_student, "munge", n_new / 2 / n, noise_scale, rng)
+    candidates = np.concatenate(
+        [
+            synthetic_rows(X_student, "noise", 1.5 * n_new / n, noise_scale, rng),
+            synthetic_rows(X_student, "mixup", 1.5 * n_new / n, noise_scale, rng),
+        ]
+    )
+    disagreement = _disagreement(teacher, like(candidates, X_teacher), n_jobs, cache)
+    chosen = most_disagreed(candidates, disagreement, n_new - len(munged), rng)
+    return np.concatenate([munged, chosen])
+
+
+def _disagreement(teacher, rows, n_jobs, cache):
+    """The teacher's epistemic uncertainty on ``rows``, chunk by chunk."""
+    from .uncertainty import classification_uncertainty, regression_uncertainty
+
+    parts = []
+    for _, _, predictions in teacher.iter_predictions(rows, n_jobs=n_jobs, cache=cache):
+        if teacher.is_classifier:
+            parts.append(classification_uncertainty(predictions, teacher.weights)[2])
+        else:
+            parts.append(regression_uncertainty(predictions[0], None, teacher.weights)[2])
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,9 +26,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor, predict_uncertainty
-from skhydra._base import _FitOptions, resolve_device
-from skhydra.ensembles import resolve_teacher
-from skhydra.uncertainty import classification_uncertainty
+from skhydra._base import resolve_device
 
 ESTIMATORS = [HydraDistilledClassifier, HydraDistilledRegressor]
 # Enough budget to imitate the teacher (agreement checks).
@@ -656,29 +654,3 @@ def test_pipelines_with_different_preprocessing_say_how_to_share_it(coloured):
     ]
     with pytest.raises(ValueError, match=r"do not share one preprocessing.*FrozenEstimator\(pre\)"):
         HydraDistilledClassifier(members, **TINY).fit(frame)
-
-
-# ---------------------------------------------------------------------------
-# augmentation="auto": noise for smooth members, MUNGE and disagreement for trees
-# ---------------------------------------------------------------------------
-
-
-def test_auto_augmentation_follows_the_teacher(iris, forest):
-    X, y = iris
-    options = _FitOptions(device="cpu", budget=None, seed=0, cache=None, phase2_epochs=1)
-    rng = np.random.default_rng(0)
-    smooth = [LogisticRegression(C=c, max_iter=500).fit(X, y) for c in (0.1, 1.0)]
-    student = HydraDistilledClassifier(smooth)
-    rows = student._synthetic_rows(resolve_teacher(smooth), X, X, rng, options)
-    assert rows.shape == X.shape  # augmentation_factor rows per row, of noise
-    student = HydraDistilledClassifier(forest)
-    teacher = resolve_teacher(forest)
-    rows = student._synthetic_rows(teacher, X, X, rng, options)
-    assert rows.shape == (4 * len(X), X.shape[1])  # a small table: 4 rows per row
-    # Half of them where the trees disagree far more than on the data.
-    members = teacher.predict_members(rows[2 * len(X) :])
-    data = teacher.predict_members(X)
-    assert (
-        classification_uncertainty(members)[2].mean()
-        > 3 * classification_uncertainty(data)[2].mean()
-    )

@@ -35,6 +35,7 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from torch import nn
 
 from skhydra.ensembles import Teacher, predict_members, resolve_teacher
+from skhydra.ensembles._kinds import is_fitted, shared_preprocessing
 from skhydra.ensembles._members import (
     GaussianMember,
     PointMember,
@@ -46,7 +47,7 @@ from skhydra.ensembles._members import (
     torch_forward,
     unwrap_frozen,
 )
-from skhydra.ensembles._resolve import fit_ensemble, is_fitted, shared_preprocessing
+from skhydra.ensembles._resolve import fit_ensemble
 
 
 def _mapped(member, X, n_classes):

@@ -8,17 +8,21 @@ import torch
 from conftest import TINY
 from scipy import stats
 from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 from skhydra import HydraDistilledClassifier
 from skhydra._transfer import (
+    augment,
     build_transfer_set,
     input_scaling,
     most_disagreed,
     synthetic_rows,
     validation_rows,
 )
+from skhydra.ensembles import resolve_teacher
+from skhydra.uncertainty import classification_uncertainty
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +322,20 @@ def test_most_disagreed_keeps_the_top_and_a_random_rest():
     assert kept.shape == (20, 1)
     np.testing.assert_array_equal(np.sort(kept[:15, 0]), np.arange(85.0, 100.0))
     assert (kept[15:, 0] < 85).all() and len(np.unique(kept)) == 20
+
+
+def test_auto_augmentation_follows_the_teacher(iris, forest):
+    X, y = iris
+    rng = np.random.default_rng(0)
+    smooth = resolve_teacher([LogisticRegression(C=c, max_iter=500).fit(X, y) for c in (0.1, 1.0)])
+    rows = augment(smooth, X, X, "auto", 1.0, 0.5, rng)
+    assert rows.shape == X.shape  # augmentation_factor rows per row, of noise
+    trees = resolve_teacher(forest)
+    rows = augment(trees, X, X, "auto", 1.0, 0.5, rng)
+    assert rows.shape == (4 * len(X), X.shape[1])  # a small table: 4 rows per row
+    # The second half: where the trees disagree far more than on the data.
+    chosen = classification_uncertainty(trees.predict_members(rows[2 * len(X) :]))[2]
+    data = classification_uncertainty(trees.predict_members(X))[2]
+    assert chosen.mean() > 3 * data.mean()
+    # One row cannot be munged: noise instead.
+    assert augment(trees, X[:1], X[:1], "auto", 1.0, 0.5, rng).shape == (1, X.shape[1])
