@@ -462,3 +462,34 @@ def test_torch_members_are_tempered_on_their_logits():
         vote, assign_heads(1, 1), None
     )
     np.testing.assert_allclose(phase2["target"][0, 0, 1], 1 / (1 + 1e8**0.25), rtol=1e-4)
+
+
+# -- tree teachers ---------------------------------------------------------------------
+
+
+def test_forest_student_ranks_rows_like_the_forest(digits_forest):
+    # Digits 0-7 (500 training rows), test rows and digits 8-9 the forest never saw.
+    X_train, X_eval, forest = digits_forest
+    teacher = predict_uncertainty(forest, X_eval)["epistemic"]
+    params = dict(body_layer_sizes=(64,), phase1_epochs=20, max_epochs=80, lr=3e-3, random_state=0)
+    student = HydraDistilledClassifier(forest, **params).fit(X_train)
+    assert student.head_matching_ == "rank"
+    mine = student.predict_uncertainty(X_eval)["epistemic"]
+    assert spearmanr(teacher, mine).statistic > 0.82
+    assert mine.mean() / teacher.mean() > 0.5
+    # skhydra 0.1's defaults (head m imitates tree m, noise rows) fail both thresholds.
+    old = HydraDistilledClassifier(forest, head_matching="member", augmentation="noise", **params)
+    theirs = old.fit(X_train).predict_uncertainty(X_eval)["epistemic"]
+    assert spearmanr(teacher, theirs).statistic < 0.82
+    assert theirs.mean() / teacher.mean() < 0.3
+
+
+@pytest.fixture(scope="module")
+def digits_forest():
+    X, y = load_digits(return_X_y=True)
+    inside = y < 8
+    X_train, X_test, y_train, _ = train_test_split(
+        X[inside], y[inside], train_size=500, test_size=300, random_state=0
+    )
+    forest = RandomForestClassifier(n_estimators=30, random_state=0).fit(X_train, y_train)
+    return X_train, np.vstack([X_test, X[~inside][:300]]), forest
