@@ -690,6 +690,9 @@ def main():
         )
     else:
         out(f"Command: `{command}`\n")
+    from _provenance import COMMIT, DIRTY
+
+    out(f"Commit: {COMMIT}{' (with uncommitted changes)' if DIRTY else ''}\n")
     out(f"Machine: {machine_note()}. Shared with other jobs, so timings are noisy.\n")
     if args.report_only:
         meta = json.loads((Path(args.workdir) / "meta.json").read_text())
