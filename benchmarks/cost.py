@@ -1,471 +1,422 @@
 """Cost benchmark: the Hydra student versus the ensemble it distils, on the CPU.
 
-Synthetic data (``make_classification``, 100k rows, 20 features, 3 classes;
-``make_regression`` for one regression row). Teachers:
+What a user pays for uncertainty, measured side by side in one process (all
+timings are medians of round-robin repeats, so slow phases of a busy machine
+hit every contender alike; ratios are what to read, absolute times are noisy):
 
-* a 100-tree ``RandomForestClassifier`` fitted on every row (with
-  ``n_jobs=2`` to keep the run short; its prediction is timed with
-  ``n_jobs=1`` and ``n_jobs=2``);
-* 5 ``MLPClassifier(hidden_layer_sizes=(256, 256))`` (and 5 ``MLPRegressor``)
-  fitted on a subset with few iterations: their fit quality does not matter
-  for cost, only their size and the work of predicting.
+1. **Throughput**, 100k rows: ``skhydra.predict_uncertainty`` of the teacher
+   (every member's probabilities plus the decomposition) versus the student's
+   ``predict_uncertainty``, at 3 and 10 classes, 20 and 100 features
+   (``make_classification``), 1 and 2 threads (torch, BLAS, OpenMP and the
+   forest's ``n_jobs``). Teachers: a 100-tree ``RandomForestClassifier``
+   fitted on the rows, and 5 ``MLPClassifier((256, 256))`` (3 classes, 20
+   features). Students: default architecture (``head_rank="auto"``), and
+   full-width heads (``head_rank=None``) for comparison.
+2. **Small calls**, 100 and 1,000 rows: the same calls for teachers a user
+   has at hand (the forest, the MLPs, 20 bagged logistic regressions, a
+   3-model soft vote), where per-call overhead decides.
+3. **Phase-2 epoch time** versus heads, through the estimator (skorch
+   history, no validation), 3 and 10 classes, for each ``head_rank``.
+4. **Pickled size** of the forest versus ``student.without_teacher()``.
 
-Each teacher is distilled into the estimator with default settings except a
-short budget (few epochs, a subset as transfer set). Measured, side by side:
+Students are trained briefly (the cost of predicting does not depend on how
+well they learned); their fidelity is measured by ``digits_ood.py``.
 
-1. prediction time on all rows: every member's prediction
-   (``skhydra.ensembles.predict_members``), the ensemble's own prediction and
-   ``skhydra.predict_uncertainty`` of the teacher, versus the student's
-   ``predict_proba``, ``predict_members`` and ``predict_uncertainty``;
-2. pickled size of the teachers, of the full student (which holds the
-   teacher) and of ``student.without_teacher()``;
-3. parameter count of Hydra versus KD (``n_heads=1``) for the same body;
-4. phase-2 epoch time versus the number of heads at a fixed body.
-
-Every timing is repeated (round-robin, so slow phases of a busy machine hit
-every contender) and the median is reported with the min-max range. Torch,
-BLAS and OpenMP are limited to ``--threads`` threads (default 1), so the
-scikit-learn MLPs and the torch student use the same number of cores; the
-forest's own ``n_jobs`` is separate.
-
-    python benchmarks/cost.py                # full run, about 3-5 min on 2 cores
-    python benchmarks/cost.py --rows 10000   # quick run
+    python benchmarks/cost.py --output benchmarks/results/cost.md   # about 15 min
+    python benchmarks/cost.py --quick                                # about 1 min
 """
 
 import argparse
 import pickle
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import make_classification, make_regression
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.neural_network import MLPClassifier, MLPRegressor
+from _provenance import provenance
+from sklearn.datasets import make_classification
+from sklearn.ensemble import (
+    BaggingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    VotingClassifier,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from skhydra import HydraDistilledClassifier, HydraDistilledRegressor, predict_uncertainty
-from skhydra.ensembles import predict_members
-from skhydra.nn import HydraModule
-from skhydra.uncertainty import classification_uncertainty
+from skhydra import HydraDistilledClassifier, predict_uncertainty
 
 MB = 1e6
+RANKS = {"auto": "auto", "full": None}
 
 
-def n_params(model):
-    return sum(p.numel() for p in model.net_.module_.parameters())
-
-
-def module_forward(model, X, chunk=4096):
-    """The student's torch module alone (no validation, skorch nor numpy post-processing).
-
-    Chunked like the estimator's own prediction (4096 rows): the floor of its
-    predict calls.
-    """
-    module = model.net_.module_
-    with torch.no_grad():
-        return np.concatenate(
-            [module(torch.from_numpy(X[i : i + chunk])).numpy() for i in range(0, len(X), chunk)]
-        )
-
-
-def torch_epoch_time(n_heads, n_classes, X, epochs, batch_size=256, temperature=4.0):
-    """Median seconds of a plain torch training epoch (AdamW, tempered KL) of a HydraModule."""
-    torch.manual_seed(0)
-    module = HydraModule(np.zeros(X.shape[1]), np.ones(X.shape[1]), (256, 256), (), n_classes)
-    module.expand_heads(n_heads)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=1e-4)
-    X = torch.from_numpy(X)
-    target = torch.softmax(torch.randn(len(X), n_heads, n_classes), dim=-1)
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        order = torch.randperm(len(X))
-        for i in range(0, len(X), batch_size):
-            index = order[i : i + batch_size]
-            logp = torch.log_softmax(module(X[index]) / temperature, dim=-1)
-            loss = -(target[index] * logp).sum(-1).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def time_round_robin(jobs, repeats):
-    """Median, min and max seconds of each job, the jobs interleaved per repeat."""
+def median_times(jobs, repeats):
+    """Median seconds of each job, the jobs interleaved per repeat."""
     times = {name: [] for name in jobs}
     for _ in range(repeats):
         for name, fn in jobs.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: (np.median(t), min(t), max(t)) for name, t in times.items()}
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def print_table(header, rows):
-    print("| " + " | ".join(header) + " |")
-    print("|---" * len(header) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
-    print()
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
-def timing_table(title, timings, reference, teacher_keys):
-    print(f"\n#### {title}\n")
-    ref = timings[reference][0]
-    rows = []
-    for name, (med, lo, hi) in timings.items():
-        who = "teacher" if name in teacher_keys else "student"
-        rows.append([who, name, f"{med:.3f}", f"{lo:.3f}-{hi:.3f}", f"{med / ref:.2f}"])
-    print_table(
-        ["", "call", "median s", "min-max s", f"time / student {reference}"],
-        rows,
-    )
+def student(teacher, X, head_rank="auto", **params):
+    """A briefly trained default student (its cost, not its quality, is measured)."""
+    budget = dict(phase1_epochs=1, max_epochs=2, device="cpu", random_state=0)
+    budget.update(params)
+    return HydraDistilledClassifier(teacher, head_rank=head_rank, **budget).fit(X)
 
 
-def student_params(args, extra=None):
-    return dict(
-        phase1_epochs=args.phase1_epochs,
-        max_epochs=args.phase1_epochs + args.max_epochs,
-        device="cpu",
-        random_state=0,
-        **(extra or {}),
-    )
+def with_jobs(forest, n_jobs):
+    return forest.set_params(n_jobs=n_jobs)
 
 
-def classification_teachers(args, X, y, n_sub, report):
-    """Fit the forest (all rows) and the 5 MLPs (a subset), recording fit times."""
-    start = time.perf_counter()
-    forest = RandomForestClassifier(n_estimators=100, n_jobs=2, random_state=0).fit(X, y)
-    report["fit"].append(
-        ["forest (100 trees, n_jobs=2)", f"{len(X)} rows", f"{time.perf_counter() - start:.1f}"]
-    )
-    start = time.perf_counter()
-    mlps = [
-        MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=args.mlp_iter, random_state=s).fit(
-            X[:n_sub], y[:n_sub]
-        )
-        for s in range(5)
-    ]
-    report["fit"].append(
-        [
-            f"5 MLPs (256, 256), max_iter={args.mlp_iter}",
-            f"{n_sub} rows",
-            f"{time.perf_counter() - start:.1f}",
-        ]
-    )
-    return forest, mlps
-
-
-def set_jobs(forest, n_jobs):
-    forest.set_params(n_jobs=n_jobs)
-    return forest
-
-
-def bench_classification(args, report):
+def data(rows, n_features, n_classes):
     X, y = make_classification(
-        n_samples=args.rows, n_features=20, n_informative=10, n_classes=3, random_state=0
+        n_samples=rows,
+        n_features=n_features,
+        n_informative=min(10, n_features),
+        n_classes=n_classes,
+        n_clusters_per_class=1,
+        random_state=0,
     )
-    X = X.astype(np.float32)
-    n_sub = args.transfer_rows or max(args.rows // 5, 500)
-    forest, mlps = classification_teachers(args, X, y, n_sub, report)
-    teachers = {"forest": forest, "mlp": mlps}
-    students, kd = {}, {}
-    for name, teacher in teachers.items():
-        start = time.perf_counter()
-        students[name] = HydraDistilledClassifier(teacher, **student_params(args)).fit(X[:n_sub])
-        report["fit"].append(
-            [
-                f"Hydra student of the {name} ({students[name].n_heads_} heads)",
-                f"{n_sub} transfer rows (+ {n_sub} noise rows)",
-                f"{time.perf_counter() - start:.1f}",
-            ]
-        )
-        # KD: the same estimator with one head; only its size matters here.
-        kd[name] = HydraDistilledClassifier(
-            teacher, n_heads=1, phase1_epochs=0, max_epochs=0, device="cpu", random_state=0
-        ).fit(X[:200])
+    return X.astype(np.float32), y
 
-    for name, teacher in teachers.items():
-        student = students[name]
-        student.predict_uncertainty(X[:1000])  # warm-up, untimed
-        heads = student.predict_members(X)
-        if name == "forest":
-            jobs = {
-                "predict_members": lambda t=teacher: predict_members(set_jobs(t, 1), X),
-                "predict_proba (n_jobs=1)": lambda t=teacher: set_jobs(t, 1).predict_proba(X),
-                "predict_proba (n_jobs=2)": lambda t=teacher: set_jobs(t, 2).predict_proba(X),
-                "predict_uncertainty": lambda t=teacher: predict_uncertainty(set_jobs(t, 1), X),
-            }
-        else:
-            jobs = {
-                "predict_members": lambda t=teacher: predict_members(t, X),
-                "predict_proba (mean of members)": lambda t=teacher: np.mean(
-                    [m.predict_proba(X) for m in t], axis=0
-                ),
-                "predict_uncertainty": lambda t=teacher: predict_uncertainty(t, X),
-            }
-        teacher_keys = {f"ensemble {k}" for k in jobs}
-        jobs = {f"ensemble {k}": fn for k, fn in jobs.items()}
-        jobs.update(
-            {
-                "predict_proba": lambda s=student: s.predict_proba(X),
-                "predict_members": lambda s=student: s.predict_members(X),
-                "predict_uncertainty": lambda s=student: s.predict_uncertainty(X),
-                "module forward (torch only)": lambda s=student: module_forward(s, X),
-                "decomposition only (numpy, on the heads)": lambda P=heads, s=student: (
-                    classification_uncertainty(P, s.head_weights_)
-                ),
-            }
-        )
-        timings = time_round_robin(jobs, args.repeats)
-        report["timings"][name] = timings
-        timing_table(
-            f"Prediction on {len(X)} rows, teacher: {name}, student: "
-            f"{student.n_heads_} heads, body {student.body_layer_sizes}",
-            timings,
-            "predict_uncertainty",
-            teacher_keys,
-        )
 
-        sizes = {
-            "teacher": len(pickle.dumps(teacher)),
-            "student (full, holds the teacher)": len(pickle.dumps(student)),
-            "student.without_teacher()": len(pickle.dumps(student.without_teacher())),
-        }
-        report["sizes"][name] = sizes
-        report["params"][name] = (n_params(kd[name]), n_params(student), student.n_heads_)
-        report["students"][name] = student
-
-    print("\n#### Pickled size (`len(pickle.dumps(...))`)\n")
+def bench_throughput(args, out, results):
+    """Section 1: teacher vs student predict_uncertainty on ``args.rows`` rows."""
     rows = []
-    for name, sizes in report["sizes"].items():
-        for what, size in sizes.items():
-            ratio = sizes["teacher"] / size
-            rows.append([name, what, f"{size / MB:.2f}", f"{ratio:.1f}", f"{1 / ratio:.4f}"])
-    print_table(["teacher", "object", "MB", "teacher / object", "object / teacher"], rows)
+    keep = {}
+    for n_classes in args.classes:
+        for n_features in args.features:
+            X, y = data(args.rows, n_features, n_classes)
+            start = time.perf_counter()
+            forest = RandomForestClassifier(n_estimators=100, n_jobs=2, random_state=0)
+            forest.fit(X[: args.fit_rows], y[: args.fit_rows])
+            fit_s = time.perf_counter() - start
+            transfer = X[: args.transfer_rows]
+            students = {k: student(forest, transfer, r) for k, r in RANKS.items()}
+            if (n_classes, n_features) == (args.classes[0], args.features[0]):
+                keep.update(X=X, y=y, forest=forest, forest_student=students["auto"])
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                with threadpool_limits(threads):
+                    for s in students.values():
+                        s.predict_uncertainty(X[:1000])  # warm-up, untimed
+                    t = median_times(
+                        {
+                            "teacher": lambda f=forest, n=threads, X=X: predict_uncertainty(
+                                with_jobs(f, n), X
+                            ),
+                            **{
+                                k: (lambda s=s, X=X: s.predict_uncertainty(X))
+                                for k, s in students.items()
+                            },
+                        },
+                        args.repeats,
+                    )
+                ratio = {k: t["teacher"] / t[k] for k in RANKS}
+                results["throughput"][("forest", n_classes, n_features, threads)] = ratio
+                rows.append(
+                    [
+                        "100-tree forest",
+                        n_classes,
+                        n_features,
+                        threads,
+                        f"{t['teacher']:.3f}",
+                        f"{t['auto']:.3f} (rank {students['auto'].head_rank_})",
+                        f"{t['full']:.3f}",
+                        f"**{ratio['auto']:.2f}x**",
+                        f"{ratio['full']:.2f}x",
+                    ]
+                )
+            print(
+                f"forest {n_classes} classes, {n_features} features: fitted in {fit_s:.0f} s, "
+                f"{sum(e.tree_.node_count for e in forest.estimators_)} nodes",
+                file=sys.stderr,
+            )
 
-    # Where the student-alone bytes go (approximate: each part pickled alone).
-    net = report["students"]["forest"].without_teacher().net_
-    parts = {
-        "module_ state_dict (weights)": net.module_.state_dict(),
-        "optimizer_ state_dict (AdamW moments)": net.optimizer_.state_dict(),
-        "train_split (validation rows)": net.train_split,
-        "history_": net.history_,
-    }
-    print("Student alone of the forest, approximate parts of its pickle:\n")
-    print_table(["part", "MB"], [[k, f"{len(pickle.dumps(v)) / MB:.2f}"] for k, v in parts.items()])
-
-    print("\n#### Parameters: Hydra versus KD (n_heads=1), same body (256, 256), 3 classes\n")
-    rows = []
-    for name, (p_kd, p_hydra, heads) in report["params"].items():
+    # Five MLPs (256, 256), 3 classes, 20 features: the "same-sized body" case.
+    X, y = keep["X"], keep["y"]
+    with threadpool_limits(max(args.threads)):
+        mlps = [
+            MLPClassifier((256, 256), max_iter=args.mlp_iter, random_state=s).fit(
+                X[: args.transfer_rows], y[: args.transfer_rows]
+            )
+            for s in range(5)
+        ]
+    mlp_student = student(mlps, X[: args.transfer_rows])
+    keep.update(mlps=mlps, mlp_student=mlp_student)
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            mlp_student.predict_uncertainty(X[:1000])
+            t = median_times(
+                {
+                    "teacher": lambda: predict_uncertainty(mlps, X),
+                    "auto": lambda: mlp_student.predict_uncertainty(X),
+                },
+                args.repeats,
+            )
+        ratio = t["teacher"] / t["auto"]
+        results["throughput"][("mlp", args.classes[0], args.features[0], threads)] = {"auto": ratio}
         rows.append(
             [
-                name,
-                heads,
-                p_kd,
-                p_hydra,
-                f"{p_hydra / p_kd:.3f}",
-                f"{100 * (p_hydra - p_kd) / p_kd:.1f}%",
+                "5 MLPs (256, 256)",
+                args.classes[0],
+                args.features[0],
+                threads,
+                f"{t['teacher']:.3f}",
+                f"{t['auto']:.3f} (rank {mlp_student.head_rank_})",
+                "same",
+                f"**{ratio:.2f}x**",
+                "",
             ]
         )
-    mlp_params = sum(c.size for m in teachers["mlp"] for c in m.coefs_ + m.intercepts_)
-    nodes = sum(t.tree_.node_count for t in teachers["forest"].estimators_)
-    print_table(["teacher", "heads", "KD params", "Hydra params", "ratio", "overhead"], rows)
-    print(f"For scale: the 5 MLPs hold {mlp_params} parameters; the forest {nodes} tree nodes.\n")
-
-
-def bench_regression(args, report):
-    X, y = make_regression(
-        n_samples=args.rows, n_features=20, n_informative=10, noise=10.0, random_state=0
-    )
-    X = X.astype(np.float32)
-    n_sub = args.transfer_rows or max(args.rows // 5, 500)
-    start = time.perf_counter()
-    mlps = [
-        MLPRegressor(hidden_layer_sizes=(256, 256), max_iter=args.mlp_iter, random_state=s).fit(
-            X[:n_sub], y[:n_sub]
+    out.append(
+        f"## Throughput: `predict_uncertainty` on {args.rows:,} rows\n\n"
+        f"Teacher: `skhydra.predict_uncertainty(teacher, X)` (every member's probabilities, "
+        f"then the entropy decomposition); the forest is fitted on {args.fit_rows:,} rows "
+        f"with `n_jobs` = threads at prediction. Student: `predict_uncertainty` with the "
+        f'default `head_rank="auto"`, and with full-width heads (`head_rank=None`). '
+        f"Median of {args.repeats} round-robin repeats.\n\n"
+        + table(
+            [
+                "teacher",
+                "classes",
+                "features",
+                "threads",
+                "teacher s",
+                "student s (default)",
+                "student s (full-width heads)",
+                "teacher / student (default)",
+                "teacher / student (full width)",
+            ],
+            rows,
         )
-        for s in range(5)
-    ]
-    report["fit"].append(
-        [
-            f"5 MLPRegressors (256, 256), max_iter={args.mlp_iter}",
-            f"{n_sub} rows",
-            f"{time.perf_counter() - start:.1f}",
-        ]
     )
-    start = time.perf_counter()
-    student = HydraDistilledRegressor(mlps, **student_params(args)).fit(X[:n_sub], y[:n_sub])
-    report["fit"].append(
-        [
-            "Hydra student of the MLPRegressors (5 heads)",
-            f"{n_sub} transfer rows (+ {n_sub} noise rows)",
-            f"{time.perf_counter() - start:.1f}",
-        ]
-    )
-    jobs = {
-        "ensemble predict_members": lambda: predict_members(mlps, X),
-        "ensemble predict (mean of members)": lambda: np.mean([m.predict(X) for m in mlps], 0),
-        "ensemble predict_uncertainty": lambda: predict_uncertainty(mlps, X),
-        "predict": lambda: student.predict(X),
-        "predict_members": lambda: student.predict_members(X),
-        "predict_uncertainty": lambda: student.predict_uncertainty(X),
-        "module forward (torch only)": lambda: module_forward(student, X),
+    return keep
+
+
+def bench_small_calls(args, out, results, keep):
+    """Section 2: 100 and 1,000 rows, where per-call overhead decides."""
+    X, y = keep["X"], keep["y"]
+    fit_X, fit_y = X[: args.transfer_rows], y[: args.transfer_rows]
+    with threadpool_limits(1):
+        bagging = BaggingClassifier(
+            LogisticRegression(max_iter=500), n_estimators=20, random_state=0
+        ).fit(fit_X, fit_y)
+        voting = VotingClassifier(
+            [
+                ("lr", LogisticRegression(max_iter=500)),
+                ("rf", RandomForestClassifier(100, random_state=0)),
+                ("hgb", HistGradientBoostingClassifier(random_state=0)),
+            ],
+            voting="soft",
+        ).fit(fit_X, fit_y)
+    teachers = {
+        "100-tree forest": (keep["forest"], keep["forest_student"]),
+        "5 MLPs (256, 256)": (keep["mlps"], keep["mlp_student"]),
+        "20 bagged logistic regressions": (bagging, student(bagging, fit_X)),
+        "soft vote: logistic regression, forest, boosting": (voting, student(voting, fit_X)),
     }
-    student.predict_uncertainty(X[:1000])
-    timings = time_round_robin(jobs, args.repeats)
-    report["timings"]["mlp-regression"] = timings
-    timing_table(
-        f"Prediction on {len(X)} rows, regression, teacher: 5 MLPRegressors, student: 5 heads",
-        timings,
-        "predict_uncertainty",
-        {k for k in jobs if k.startswith("ensemble")},
-    )
-    size_t, size_s = len(pickle.dumps(mlps)), len(pickle.dumps(student.without_teacher()))
-    print(
-        f"Pickled: 5 MLPRegressors {size_t / MB:.2f} MB, student alone {size_s / MB:.2f} MB "
-        f"(ratio {size_t / size_s:.1f}).\n"
-    )
-
-
-def bench_epochs(args, report):
-    """Phase-2 epoch time versus heads, through the estimator (skorch history)."""
-    n = args.epoch_rows or args.rows // 2
-    heads = [int(h) for h in args.heads.split(",")]
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((n, 20)).astype(np.float32)
-    print(
-        f"\n#### Phase-2 epoch time versus heads: {n} rows, body (256, 256), linear heads, "
-        f"batch 256, median of {args.epochs} epochs\n"
-    )
     rows = []
-    for n_classes in [int(c) for c in args.epoch_classes.split(",")]:
-        torch.manual_seed(0)
-        # Synthetic targets: random linear torch "members", one per head at most.
-        teacher = [nn.Linear(20, n_classes) for _ in range(max(heads))]
-        base = loop_base = None
-        for h in heads:
-            model = HydraDistilledClassifier(
-                teacher,
-                n_heads=h,
-                phase1_epochs=0,
-                max_epochs=args.epochs,
-                batch_size=256,
-                early_stopping=False,
-                augmentation=None,
-                device="cpu",
-                random_state=0,
-            ).fit(X)
-            durations = model.net_.history[-args.epochs :, "dur"]
-            med = float(np.median(durations))
-            base = med if base is None else base
-            loop = torch_epoch_time(h, n_classes, X, args.epochs)
-            loop_base = loop if loop_base is None else loop_base
-            body = 20 * 256 + 256 * 256
-            rows.append(
-                [
-                    n_classes,
-                    h,
-                    n_params(model),
-                    f"{h * 256 * n_classes / body:.2f}",
-                    f"{med:.3f}",
-                    f"{min(durations):.3f}-{max(durations):.3f}",
-                    f"{med / base:.2f}",
-                    f"{loop:.3f}",
-                    f"{loop / loop_base:.2f}",
-                ]
-            )
-            report["epochs"][(n_classes, h)] = med / base
-    print_table(
-        [
-            "classes",
-            "heads",
-            "params",
-            "head / body multiply-adds",
-            "median s / epoch",
-            "min-max s",
-            "vs 1 head",
-            "plain torch loop s / epoch",
-            "vs 1 head",
-        ],
-        rows,
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        for name, (teacher, s) in teachers.items():
+            if hasattr(teacher, "n_jobs"):
+                teacher.set_params(n_jobs=1)
+            for n in (100, 1000):
+                part = X[-n:]
+                s.predict_uncertainty(part)
+                predict_uncertainty(teacher, part)
+                t = median_times(
+                    {
+                        "teacher": lambda t=teacher, p=part: predict_uncertainty(t, p),
+                        "student": lambda s=s, p=part: s.predict_uncertainty(p),
+                    },
+                    args.small_repeats,
+                )
+                ratio = t["teacher"] / t["student"]
+                results["small"][(name, n)] = ratio
+                rows.append(
+                    [
+                        name,
+                        n,
+                        f"{1e3 * t['teacher']:.2f}",
+                        f"{1e3 * t['student']:.2f}",
+                        f"{ratio:.2f}x",
+                    ]
+                )
+    out.append(
+        "## Small calls: 100 and 1,000 rows, 1 thread\n\n"
+        f"`predict_uncertainty` of the teacher and of its default student, median of "
+        f"{args.small_repeats} round-robin repeats; teachers fitted on "
+        f"{args.transfer_rows:,} rows of the 3-class, {args.features[0]}-feature data.\n\n"
+        + table(["teacher", "rows", "teacher ms", "student ms", "teacher / student"], rows)
     )
+
+
+def bench_epochs(args, out, results):
+    """Section 3: phase-2 epoch time versus heads, through the estimator."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((args.epoch_rows, 20)).astype(np.float32)
+    rows = []
+    torch.set_num_threads(1)
+    for n_classes in args.classes:
+        torch.manual_seed(0)
+        # Fast teachers (random linear torch members), so the epochs are what is timed.
+        teacher = [nn.Linear(20, n_classes) for _ in range(max(args.heads))]
+        base = None
+        for rank_name, rank in RANKS.items():
+            for h in args.heads:
+                model = HydraDistilledClassifier(
+                    teacher[:h] if h > 1 else teacher,
+                    n_heads=h,
+                    head_rank=rank,
+                    phase1_epochs=0,
+                    max_epochs=args.epochs,
+                    batch_size=256,
+                    early_stopping=False,
+                    augmentation=None,
+                    device="cpu",
+                    random_state=0,
+                ).fit(X)
+                durations = model.net_.history[-args.epochs :, "dur"]
+                med = float(np.median(durations))
+                if h == 1 and rank_name == "auto":
+                    base = med
+                ratio = med / base
+                results["epochs"][(n_classes, h, rank_name)] = ratio
+                params = sum(p.numel() for p in model.net_.module_.parameters())
+                rows.append(
+                    [
+                        n_classes,
+                        h,
+                        f"{rank_name} ({model.head_rank_})",
+                        params,
+                        f"{med:.3f}",
+                        f"{ratio:.2f}x",
+                    ]
+                )
+    out.append(
+        f"## Phase-2 epoch time versus heads\n\n{args.epoch_rows:,} rows, 20 features, body "
+        f"(256, 256), linear heads, batch 256, no validation, 1 thread; median of "
+        f'{args.epochs} epochs from the estimator\'s history. `head_rank` "auto" keeps '
+        "full-width heads when the projection would not halve the heads' cost (1 and 10 "
+        "heads here).\n\n"
+        + table(
+            ["classes", "heads", "head_rank (rank used)", "parameters", "s / epoch", "vs 1 head"],
+            rows,
+        )
+    )
+
+
+def bench_size(out, results, keep):
+    """Section 4: pickled forest versus the student alone."""
+    forest, s = keep["forest"], keep["forest_student"]
+    sizes = {
+        "100-tree forest": len(pickle.dumps(forest)),
+        "student (holds the forest)": len(pickle.dumps(s)),
+        "student.without_teacher()": len(pickle.dumps(s.without_teacher())),
+    }
+    full = student(forest, keep["X"][:2000], head_rank=None)
+    sizes["student.without_teacher(), full-width heads"] = len(pickle.dumps(full.without_teacher()))
+    results["size"] = sizes["100-tree forest"] / sizes["student.without_teacher()"]
+    rows = [[k, f"{v / MB:.2f}", f"{sizes['100-tree forest'] / v:.1f}x"] for k, v in sizes.items()]
+    out.append(
+        "## Pickled size (`len(pickle.dumps(...))`)\n\n"
+        + table(["object", "MB", "forest / object"], rows)
+    )
+
+
+def targets(args, results):
+    rows = []
+
+    def add(what, value, ok):
+        rows.append([what, value, "yes" if ok else "**no**"])
+
+    for (kind, c, f, threads), r in results["throughput"].items():
+        goal = 5.0 if kind == "forest" else 4.0
+        add(
+            f"{kind}: predict_uncertainty >= {goal:.0f}x faster ({c} classes, {f} features, "
+            f"{threads} thread{'s' if threads > 1 else ''})",
+            f"{r['auto']:.2f}x",
+            r["auto"] >= goal,
+        )
+    for (name, n), r in results["small"].items():
+        add(f"{name}, {n} rows: student not slower", f"{r:.2f}x", r >= 1.0)
+    for (c, h, rank), r in results["epochs"].items():
+        if rank == "auto" and h == max(args.heads) and h > 1:
+            add(f"phase-2 epoch, {h} heads <= 1.5x one head ({c} classes)", f"{r:.2f}x", r <= 1.5)
+    if "size" in results:
+        add(
+            "pickled forest >= 50x student.without_teacher()",
+            f"{results['size']:.1f}x",
+            results["size"] >= 50,
+        )
+    return "## Targets (issue 15)\n\n" + table(["target", "measured", "met"], rows)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the timed data")
-    parser.add_argument(
-        "--transfer-rows",
-        type=int,
-        default=None,
-        help="rows fitting the MLPs and distilling (default rows // 5)",
-    )
-    parser.add_argument("--repeats", type=int, default=3, help="timings per call (median)")
-    parser.add_argument("--mlp-iter", type=int, default=5, help="max_iter of the MLP teachers")
-    parser.add_argument("--phase1-epochs", type=int, default=2)
-    parser.add_argument("--max-epochs", type=int, default=3, help="epochs of phase 2")
-    parser.add_argument(
-        "--epoch-rows", type=int, default=None, help="transfer set of the epoch timing (rows // 2)"
-    )
-    parser.add_argument("--epoch-classes", default="10,3")
+    parser.add_argument("--fit-rows", type=int, default=None, help="forest fit rows (all)")
+    parser.add_argument("--transfer-rows", type=int, default=5000)
+    parser.add_argument("--classes", default="3,10")
+    parser.add_argument("--features", default="20,100")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--small-repeats", type=int, default=31)
+    parser.add_argument("--mlp-iter", type=int, default=5)
+    parser.add_argument("--epoch-rows", type=int, default=20_000)
     parser.add_argument("--heads", default="1,10,100")
-    parser.add_argument("--epochs", type=int, default=4, help="timed phase-2 epochs per config")
-    parser.add_argument("--no-regression", action="store_true")
-    parser.add_argument("--threads", type=int, default=1, help="torch / BLAS / OpenMP threads")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="small sizes, smoke test")
+    parser.add_argument("--output", default=None, help="markdown report with provenance")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")  # MLP ConvergenceWarning, unknown-variance warnings
+    if args.quick:
+        args.rows, args.transfer_rows, args.epoch_rows = 5000, 1000, 2000
+        args.features, args.threads, args.repeats, args.small_repeats = "20", "1", 1, 3
+        args.epochs, args.heads = 2, "1,100"
+    args.fit_rows = args.fit_rows or args.rows
+    args.classes = [int(c) for c in args.classes.split(",")]
+    args.features = [int(f) for f in args.features.split(",")]
+    args.threads = [int(t) for t in args.threads.split(",")]
+    args.heads = [int(h) for h in args.heads.split(",")]
+    warnings.filterwarnings("ignore")  # MLP ConvergenceWarning
 
-    report = {"fit": [], "timings": {}, "sizes": {}, "params": {}, "students": {}, "epochs": {}}
     start = time.perf_counter()
-    print(
-        f"# Cost benchmark: {args.rows} rows, threads={args.threads}, repeats={args.repeats}, "
-        f"student budget phase1_epochs={args.phase1_epochs}, "
-        f"max_epochs={args.phase1_epochs + args.max_epochs}"
+    results = {"throughput": {}, "small": {}, "epochs": {}}
+    sections = []
+    keep = bench_throughput(args, sections, results)
+    bench_small_calls(args, sections, results, keep)
+    bench_size(sections, results, keep)
+    bench_epochs(args, sections, results)
+    torch.set_num_threads(max(args.threads))
+    report = "\n".join(
+        [
+            "# Cost benchmark: the student versus the ensemble it distils\n",
+            provenance("benchmarks/cost.py", sys.argv[1:], "0 (data, forests, students)", start),
+            "",
+            targets(args, results),
+            *sections,
+        ]
     )
-    with threadpool_limits(args.threads):
-        bench_classification(args, report)
-        if not args.no_regression:
-            bench_regression(args, report)
-        bench_epochs(args, report)
-
-    print("\n#### Fit times (informational; budgets kept short)\n")
-    print_table(["model", "data", "s"], report["fit"])
-
-    t = report["timings"]
-    s = report["sizes"]["forest"]
-    mlp_ratio = t["mlp"]["ensemble predict_members"][0] / t["mlp"]["predict_uncertainty"][0]
-    forest_ratio = (
-        t["forest"]["ensemble predict_members"][0] / t["forest"]["predict_uncertainty"][0]
-    )
-    full = s["teacher"] / s["student (full, holds the teacher)"]
-    alone = s["teacher"] / s["student.without_teacher()"]
-    heads = [int(h) for h in args.heads.split(",")]
-    targets = [
-        ["student predict_uncertainty >= 4x faster than 5 MLPs' members", mlp_ratio, 4.0],
-        ["student predict_uncertainty >= 2x faster than forest members", forest_ratio, 2.0],
-        ["pickled forest >= 20x the student (full, holds the forest)", full, 20.0],
-        ["pickled forest >= 20x the student alone (without_teacher)", alone, 20.0],
-    ]
-    rows = [
-        [what, f"{value:.2f}x", "yes" if value >= goal else "NO"] for what, value, goal in targets
-    ]
-    for (n_classes, h), ratio in report["epochs"].items():
-        if h == max(heads) and h > 1:
-            rows.append(
-                [
-                    f"{h} heads epoch <= 1.5x one head ({n_classes} classes)",
-                    f"{ratio:.2f}x",
-                    "yes" if ratio <= 1.5 else "NO",
-                ]
-            )
-    print("\n#### Targets\n")
-    print_table(["target", "measured", "met"], rows)
-    print(f"Total benchmark time: {time.perf_counter() - start:.0f} s")
+    print(report)
+    if args.output:
+        Path(args.output).write_text(report)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def main():
     )
     parser.add_argument("--output", default=None, help="markdown report with provenance")
     args = parser.parse_args()
-    start = time.perf_counter()
+    run_start = time.perf_counter()
     report = []
 
     def out(text=""):
@@ -164,7 +164,9 @@ def main():
     variants = {
         "kd": dict(n_heads=1),
         "hydra": dict(),  # the defaults ("auto" head matching and augmentation)
-        "hydra-paper": dict(head_matching="member", augmentation="noise"),  # 0.1's defaults
+        # skhydra 0.1's defaults: head m imitates member m, noise rows, full-width heads.
+        "hydra-paper": dict(head_matching="member", augmentation="noise", head_rank=None),
+        "hydra-full-heads": dict(head_rank=None),  # the defaults with the paper's full-width heads
         "hydra-none": dict(augmentation=None),
         "hydra-noise": dict(augmentation="noise"),
         "hydra-mixup": dict(augmentation="mixup"),
@@ -206,7 +208,7 @@ def main():
             out(f"| {name} | " + " | ".join(cells) + " |")
     if args.output:
         header = "# Digits out-of-distribution benchmark\n\n" + provenance(
-            "benchmarks/digits_ood.py", sys.argv[1:], list(range(args.repeats)), start
+            "benchmarks/digits_ood.py", sys.argv[1:], list(range(args.repeats)), run_start
         )
         Path(args.output).write_text(header + "\n" + "\n".join(report) + "\n")
 

@@ -318,6 +318,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 body=make_body(self.body, self.body_params),
                 input_shape=transfer.X.shape[1:],
                 missing=missing,
+                head_rank=self.head_rank,
+                planned_heads=n_heads,
             )
             return train_two_phase(
                 module,
@@ -348,6 +350,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         self.n_members_ = teacher.n_members
         self.n_heads_ = len(heads.head_weights)
         self.head_matching_ = "rank" if heads.rank else "member"
+        self.head_rank_ = net.module_.head_rank
         self.member_heads_ = heads.member_heads
         self.head_weights_ = heads.head_weights
         self.target_encoding_ = encoding

@@ -12,7 +12,7 @@ from sklearn.utils.validation import column_or_1d
 from ._base import BaseHydra
 from ._params import declare_parameters
 from .losses import TemperedKLLoss, tempered_log_softmax
-from .uncertainty import BLOCK_ROWS, entropy_decomposition, index_of, uncertainty_frame
+from .uncertainty import entropy_decomposition, index_of, uncertainty_frame
 
 __all__ = ["HydraDistilledClassifier"]
 
@@ -55,14 +55,18 @@ class ClassTargets:
         key = probabilities @ np.arange(probabilities.shape[-1], dtype=probabilities.dtype)
         probabilities = heads.ranked(key, probabilities)
         return (
-            {"target": self._tempered(heads.mean_target(probabilities))},
-            {"target": self._tempered(heads.head_targets(probabilities))},
+            self._tempered(heads.mean_target(probabilities)),
+            self._tempered(heads.head_targets(probabilities)),
         )
 
     def _tempered(self, probabilities):
-        p = np.clip(probabilities, 0.0, 1.0)
-        log_p = torch.from_numpy(np.log(np.where(p > 0, p, _ZERO)).astype(np.float32))
-        return tempered_log_softmax(log_p, self.temperature).exp().numpy()
+        """``{"target": softmax(log p / T), "neg_entropy": mean over heads of sum p log p}``."""
+        p = torch.tensor(np.asarray(probabilities), dtype=torch.float32).clamp_(0.0, 1.0)
+        log_p = p.masked_fill_(p <= 0, _ZERO).log_()
+        log_t = tempered_log_softmax(log_p, self.temperature)
+        target = log_t.exp()
+        neg_entropy = (target * log_t).sum(dim=-1).mean(dim=1)
+        return {"target": target.contiguous().numpy(), "neg_entropy": neg_entropy.numpy()}
 
     def criterion(self):
         return TemperedKLLoss(self.temperature)
@@ -75,11 +79,6 @@ def _head_probabilities(logits):
     heads; a softmax over a last axis of a few classes is about 3x slower.
     """
     return torch.softmax(logits.transpose(1, 2).contiguous(), dim=1)
-
-
-def _blocks(outputs):
-    for logits in outputs:
-        yield from logits.split(BLOCK_ROWS)
 
 
 _ENSEMBLE_DOC = """ensemble : object, default=None
@@ -184,7 +183,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         outputs = self._head_outputs(X)
         weights = torch.as_tensor(self.head_weights_, dtype=torch.float64)
         proba = np.concatenate(
-            [(_head_probabilities(z).double() @ weights).numpy() for z in _blocks(outputs)]
+            [(_head_probabilities(z).double() @ weights).numpy() for z in outputs]
         )
         # The heads' float32 softmax sums to 1 up to rounding; make it exact.
         return proba / proba.sum(axis=1, keepdims=True)
@@ -224,7 +223,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         outputs = self._head_outputs(X)
         weights = torch.as_tensor(self.head_weights_, dtype=torch.float32)
         parts = []
-        for logits in _blocks(outputs):
+        for logits in outputs:
             # Heads on the last, contiguous axis (see _head_probabilities).
             log_p = torch.log_softmax(logits.transpose(1, 2).contiguous(), dim=1)
             parts.append(torch.stack(entropy_decomposition(log_p.exp(), weights, log_p=log_p)))

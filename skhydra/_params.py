@@ -91,6 +91,21 @@ PARAMS = [
         layer, the lightest choice; all heads run as one batched operation.""",
     ),
     Param(
+        "head_rank",
+        "auto",
+        [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
+        """head_rank : int, "auto" or None, default="auto"
+        Width of a linear projection of the body's output shared by all
+        heads: each head's first layer then reads ``head_rank`` features
+        instead of the body's full width, a low-rank factorisation that makes
+        many heads cost little more than one. ``None`` gives full-width heads
+        (the Hydra paper). ``"auto"`` uses a rank of
+        ``max(32, n_outputs)`` when that at least halves the heads' cost
+        (many heads, e.g. one per tree of a forest) and full-width heads
+        otherwise (a few MLP members). A rank at or above the body's width
+        also gives full-width heads. The rank used is in ``head_rank_``.""",
+    ),
+    Param(
         "n_heads",
         None,
         [Interval(Integral, 1, None, closed="left"), None],
@@ -391,6 +406,10 @@ ATTRIBUTES = """ensemble_ : object
 
     head_matching_ : {"member", "rank"}
         What the heads imitate (see ``head_matching``).
+
+    head_rank_ : int or None
+        Width of the projection the heads share, or None for full-width
+        heads (see ``head_rank``).
 
     member_heads_ : ndarray of shape (``n_members_``,)
         The head each member is distilled into: ``m % n_heads_`` with member

@@ -444,6 +444,10 @@ def test_class_targets_are_the_tempered_member_mixtures():
     np.testing.assert_allclose(phase2["target"][0, 0], tempered(np.array([0.6, 0.4])), atol=1e-6)
     np.testing.assert_allclose(phase2["target"][0, 1], tempered(np.array([0.1, 0.9])), atol=1e-6)
     assert phase1["target"].shape == (1, 1, 2) and phase2["target"].dtype == np.float32
+    # The targets' own term of the KL divergence, once per row: mean over heads of sum t log t.
+    t = phase2["target"][0]
+    np.testing.assert_allclose(phase2["neg_entropy"], [(t * np.log(t)).sum(-1).mean()], rtol=1e-5)
+    assert phase1["neg_entropy"].shape == (1,)
 
 
 def test_torch_members_are_tempered_on_their_logits():
@@ -465,6 +469,33 @@ def test_torch_members_are_tempered_on_their_logits():
 
 
 # -- tree teachers ---------------------------------------------------------------------
+
+
+def test_head_rank_auto_projects_many_heads_and_keeps_few_at_full_width(iris):
+    X, y = iris
+    budget = dict(body_layer_sizes=(128,), phase1_epochs=1, max_epochs=2, random_state=0)
+    forest = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
+    many = HydraDistilledClassifier(forest, **budget).fit(X)
+    assert many.head_rank_ == 32
+    n_params = sum(p.numel() for p in many.net_.module_.heads.parameters())
+    assert n_params == 128 * 32 + 100 * (32 * 3 + 3)
+    few = [LogisticRegression(C=c).fit(X, y) for c in (0.1, 1.0, 10.0)]
+    assert HydraDistilledClassifier(few, **budget).fit(X).head_rank_ is None
+    full = HydraDistilledClassifier(forest, head_rank=None, **budget).fit(X)
+    assert full.head_rank_ is None
+    assert sum(p.numel() for p in full.net_.module_.heads.parameters()) == 100 * (128 * 3 + 3)
+
+
+def test_low_rank_heads_keep_the_forests_ranking(digits_forest):
+    # The same check as below, with the heads reading 8 shared features.
+    X_train, X_eval, forest = digits_forest
+    teacher = predict_uncertainty(forest, X_eval)["epistemic"]
+    params = dict(body_layer_sizes=(64,), phase1_epochs=20, max_epochs=80, lr=3e-3, random_state=0)
+    student = HydraDistilledClassifier(forest, head_rank=8, **params).fit(X_train)
+    assert student.head_rank_ == 8
+    mine = student.predict_uncertainty(X_eval)["epistemic"]
+    assert spearmanr(teacher, mine).statistic > 0.82
+    assert mine.mean() / teacher.mean() > 0.5
 
 
 def test_forest_student_ranks_rows_like_the_forest(digits_forest):

@@ -73,7 +73,7 @@ FIDELITY = dict(TINY, lr=1e-2, phase1_epochs=5, max_epochs=15)
 
 # The search spaces: body, heads, number of heads and learning rate.
 GRID = [
-    {"body_layer_sizes": [(4,), (8,)], "head_layer_sizes": [(4,)]},
+    {"body_layer_sizes": [(4,), (8,)], "head_layer_sizes": [(4,)], "head_rank": [2]},
     {"n_heads": [1, 3], "lr": [1e-2]},
 ]
 DISTRIBUTIONS = {

@@ -72,6 +72,24 @@ def test_tempered_kl_by_hand_with_temperature_two():
     assert loss.item() != pytest.approx(expected / T**2, rel=1e-2)
 
 
+def test_tempered_kl_reads_the_targets_own_term_when_given():
+    # The term sum p log p computed once per fit gives the same loss (and gradient).
+    y_true = _targets(4, 3, 5)
+    logits = torch.randn(4, 3, 5, requires_grad=True)
+    loss = TemperedKLLoss(2.0)
+    computed = loss(logits, y_true)
+    (grad_computed,) = torch.autograd.grad(computed, logits)
+    target = y_true["target"]
+    given = {**y_true, "neg_entropy": (target * target.log()).sum(-1).mean(1)}
+    read = loss(logits, given)
+    (grad_read,) = torch.autograd.grad(read, logits)
+    torch.testing.assert_close(read, computed)
+    torch.testing.assert_close(grad_read, grad_computed)
+    # ...and is what is read: a wrong value shifts the loss by it (times T^2).
+    shifted = loss(logits, {**given, "neg_entropy": given["neg_entropy"] + 1.0})
+    torch.testing.assert_close(shifted, computed + 4.0)
+
+
 def test_tempered_kl_ignores_zero_weight_rows():
     y_true = _targets(n=4)
     logits = torch.randn(4, 3, 4)

@@ -15,6 +15,7 @@ from skhydra.nn import (
     HydraModule,
     Standardize,
     gaussian_parameters,
+    resolve_head_rank,
 )
 
 
@@ -26,6 +27,53 @@ def _seed():
 # ---------------------------------------------------------------------------
 # BatchedLinear, HydraHeads, HydraModule
 # ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rank, in_features, n_heads, width, expected",
+    [
+        ("auto", 256, 100, 3, 32),  # 76.8k -> 17.8k multiply-adds: projected
+        ("auto", 256, 100, 10, 32),
+        ("auto", 256, 100, 40, 40),  # never fewer dimensions than outputs
+        ("auto", 256, 5, 10, None),  # five members: 12.8k vs 9.8k, not halved
+        ("auto", 256, 20, 3, None),
+        ("auto", 16, 100, 3, None),  # a narrow body: the projection would widen it
+        (None, 256, 100, 3, None),
+        (8, 256, 5, 3, 8),  # an explicit rank is used as given...
+        (256, 256, 100, 3, None),  # ...unless it is the body's width or more
+    ],
+)
+def test_resolve_head_rank(rank, in_features, n_heads, width, expected):
+    assert resolve_head_rank(rank, in_features, n_heads, width) == expected
+
+
+def test_low_rank_heads_share_one_projection():
+    heads = HydraHeads(n_heads=1, in_features=16, hidden_sizes=(), out_features=3, rank=4)
+    heads.expand(6)
+    assert heads.rank == 4 and heads.project.weight.shape == (4, 16)
+    z = torch.randn(5, 16)
+    out = heads(z)
+    assert out.shape == (5, 6, 3)
+    # Each head is its own linear map of the shared 4 projected features.
+    projected = z @ heads.project.weight.T
+    layer = heads.layers[0]
+    for h in range(6):
+        expected = projected @ layer.weight[h] + layer.bias[h]
+        torch.testing.assert_close(out[:, h], expected, rtol=1e-5, atol=1e-6)
+    # Phase 2 starts from copies; the projection stays one shared layer.
+    torch.testing.assert_close(out[:, 0], out[:, 5])
+    assert sum(p.numel() for p in heads.parameters()) == 16 * 4 + 6 * (4 * 3 + 3)
+
+
+def test_module_resolves_auto_rank_for_the_heads_it_will_have():
+    module = HydraModule(
+        torch.zeros(4), torch.ones(4), (128,), (), 3, head_rank="auto", planned_heads=100
+    )
+    assert module.n_heads == 1 and module.head_rank == 32
+    few = HydraModule(
+        torch.zeros(4), torch.ones(4), (128,), (), 3, head_rank="auto", planned_heads=5
+    )
+    assert few.head_rank is None and isinstance(few.heads.project, torch.nn.Identity)
 
 
 def test_batched_linear_with_shared_input_equals_a_loop():

@@ -247,6 +247,12 @@ def test_optimiser_and_skorch_params():
     assert net.optimizer_.param_groups[0]["momentum"] == 0.5
 
 
+def test_adamw_runs_fused_on_the_cpu_unless_told_otherwise():
+    assert _train().optimizer_.defaults["fused"] is True
+    net = _train(skorch_params={"optimizer__fused": False})
+    assert not net.optimizer_.defaults["fused"]
+
+
 def test_same_seed_same_training():
     first, second, other = _train(seed=0), _train(seed=0), _train(seed=1)
     _assert_same_state(first.module_.state_dict(), second.module_.state_dict())

@@ -63,9 +63,9 @@ MUTANTS = [
         (
             (
                 "skhydra/_classifier.py",
-                '{"target": self._tempered(heads.head_targets(probabilities))},',
-                '{"target": self._tempered(np.repeat(heads.mean_target(probabilities), '
-                "len(heads.head_weights), axis=1))},",
+                "self._tempered(heads.head_targets(probabilities)),",
+                "self._tempered(np.repeat(heads.mean_target(probabilities), "
+                "len(heads.head_weights), axis=1)),",
             ),
             (
                 "skhydra/_regressor.py",
@@ -81,8 +81,8 @@ MUTANTS = [
         (
             (
                 "skhydra/losses.py",
-                "return F.log_softmax(scores / temperature, dim=-1)",
-                "return F.log_softmax(scores, dim=-1)",
+                "scores = scores / temperature\n",
+                "scores = scores / 1.0\n",
             ),
         ),
     ),
@@ -92,8 +92,9 @@ MUTANTS = [
         (
             (
                 "skhydra/losses.py",
-                "kl = (torch.xlogy(target, target) - target * log_q).sum(dim=-1)",
-                "kl = (log_q.exp() * (log_q - torch.log(target.clamp_min(1e-12)))).sum(dim=-1)",
+                "per_row = (neg_entropy + cross) * self.temperature**2",
+                "per_row = (log_q.exp() * (log_q - torch.log(target.clamp_min(1e-12))))"
+                ".sum(dim=-1).mean(dim=1) * self.temperature**2",
             ),
         ),
     ),
