@@ -4,8 +4,9 @@ What a user pays for uncertainty, measured side by side in one process (all
 timings are medians of round-robin repeats, so slow phases of a busy machine
 hit every contender alike; ratios are what to read, absolute times are noisy):
 
-1. **Throughput**, 100k rows: ``skhydra.predict_uncertainty`` of the teacher
-   (every member's probabilities plus the decomposition) versus the student's
+1. **Throughput**, 100k rows: the teacher's uncertainty (every member's
+   probabilities, on as many threads as the student has, plus the
+   decomposition) versus the student's
    ``predict_uncertainty``, at 3 and 10 classes, 20 and 100 features
    (``make_classification``), 1 and 2 threads (torch, BLAS, OpenMP and the
    forest's ``n_jobs``). Teachers: a 100-tree ``RandomForestClassifier``
@@ -49,6 +50,8 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from skhydra import HydraDistilledClassifier, predict_uncertainty
+from skhydra.ensembles import predict_members
+from skhydra.uncertainty import classification_uncertainty
 
 MB = 1e6
 RANKS = {"auto": "auto", "full": None}
@@ -76,10 +79,6 @@ def student(teacher, X, head_rank="auto", **params):
     budget = dict(phase1_epochs=1, max_epochs=2, device="cpu", random_state=0)
     budget.update(params)
     return HydraDistilledClassifier(teacher, head_rank=head_rank, **budget).fit(X)
-
-
-def with_jobs(forest, n_jobs):
-    return forest.set_params(n_jobs=n_jobs)
 
 
 def data(rows, n_features, n_classes):
@@ -116,8 +115,8 @@ def bench_throughput(args, out, results):
                         s.predict_uncertainty(X[:1000])  # warm-up, untimed
                     t = median_times(
                         {
-                            "teacher": lambda f=forest, n=threads, X=X: predict_uncertainty(
-                                with_jobs(f, n), X
+                            "teacher": lambda f=forest, n=threads, X=X: classification_uncertainty(
+                                predict_members(f, X, n_jobs=n)
                             ),
                             **{
                                 k: (lambda s=s, X=X: s.predict_uncertainty(X))
@@ -186,9 +185,11 @@ def bench_throughput(args, out, results):
         )
     out.append(
         f"## Throughput: `predict_uncertainty` on {args.rows:,} rows\n\n"
-        f"Teacher: `skhydra.predict_uncertainty(teacher, X)` (every member's probabilities, "
-        f"then the entropy decomposition); the forest is fitted on {args.fit_rows:,} rows "
-        f"with `n_jobs` = threads at prediction. Student: `predict_uncertainty` with the "
+        f"Teacher: every member's probabilities, then the entropy decomposition "
+        f"(`classification_uncertainty(predict_members(forest, X, n_jobs=threads))` for the "
+        f"forest, whose trees then predict on that many threads; "
+        f"`skhydra.predict_uncertainty(mlps, X)` for the MLPs, whose BLAS uses them); the "
+        f"forest is fitted on {args.fit_rows:,} rows. Student: `predict_uncertainty` with the "
         f'default `head_rank="auto"`, and with full-width heads (`head_rank=None`). '
         f"Median of {args.repeats} round-robin repeats.\n\n"
         + table(
