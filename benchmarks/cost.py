@@ -295,10 +295,11 @@ def bench_epochs(args, out, results):
                     random_state=0,
                 ).fit(X)
                 durations = model.net_.history[-args.epochs :, "dur"]
-                med = float(np.median(durations))
+                # The fastest epoch: the least disturbed by other work on a shared machine.
+                best = float(np.min(durations))
                 if h == 1 and rank_name == "auto":
-                    base = med
-                ratio = med / base
+                    base = best
+                ratio = best / base
                 results["epochs"][(n_classes, h, rank_name)] = ratio
                 params = sum(p.numel() for p in model.net_.module_.parameters())
                 rows.append(
@@ -307,18 +308,28 @@ def bench_epochs(args, out, results):
                         h,
                         f"{rank_name} ({model.head_rank_})",
                         params,
-                        f"{med:.3f}",
+                        f"{best:.3f}",
+                        f"{float(np.median(durations)):.3f}",
                         f"{ratio:.2f}x",
                     ]
                 )
     out.append(
         f"## Phase-2 epoch time versus heads\n\n{args.epoch_rows:,} rows, 20 features, body "
-        f"(256, 256), linear heads, batch 256, no validation, 1 thread; median of "
-        f'{args.epochs} epochs from the estimator\'s history. `head_rank` "auto" keeps '
-        "full-width heads when the projection would not halve the heads' cost (1 and 10 "
-        "heads here).\n\n"
+        f"(256, 256), linear heads, batch 256, no validation, 1 thread; {args.epochs} epochs "
+        "per fit, timed by the estimator's history; ratios compare the fastest epochs (the "
+        'least disturbed by other work on the machine). `head_rank` "auto" keeps full-width '
+        "heads when the projection would not halve the heads' cost (the rank used is in "
+        "brackets).\n\n"
         + table(
-            ["classes", "heads", "head_rank (rank used)", "parameters", "s / epoch", "vs 1 head"],
+            [
+                "classes",
+                "heads",
+                "head_rank (rank used)",
+                "parameters",
+                "fastest s / epoch",
+                "median s / epoch",
+                "fastest vs 1 head",
+            ],
             rows,
         )
     )
@@ -383,7 +394,7 @@ def main():
     parser.add_argument("--mlp-iter", type=int, default=5)
     parser.add_argument("--epoch-rows", type=int, default=20_000)
     parser.add_argument("--heads", default="1,10,100")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--quick", action="store_true", help="small sizes, smoke test")
     parser.add_argument("--output", default=None, help="markdown report with provenance")
     args = parser.parse_args()
