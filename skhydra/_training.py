@@ -220,7 +220,8 @@ def train_two_phase(
         "iterator_valid__batch_size": max(batch_size, 4096),
     }
     skorch_params = skorch_params or {}
-    if accelerator is None and "optimizer" not in skorch_params and _fused_adamw(device):
+    own_optimizer = {"optimizer", "optimizer__foreach"} & set(skorch_params)
+    if accelerator is None and not own_optimizer and _fused_adamw(device):
         params["optimizer__fused"] = True
     params.update(skorch_params)
     sink, placement = print, device

@@ -251,6 +251,9 @@ def test_adamw_runs_fused_on_the_cpu_unless_told_otherwise():
     assert _train().optimizer_.defaults["fused"] is True
     net = _train(skorch_params={"optimizer__fused": False})
     assert not net.optimizer_.defaults["fused"]
+    # Asking for the foreach implementation is not contradicted by a fused default.
+    net = _train(skorch_params={"optimizer__foreach": True})
+    assert net.optimizer_.defaults["foreach"] and not net.optimizer_.defaults["fused"]
 
 
 def test_same_seed_same_training():
