@@ -22,9 +22,22 @@ __all__ = [
 
 COLUMNS = ["total", "aleatoric", "epistemic"]
 
-#: Rows per block of the classification decomposition: blocks of (rows, classes,
-#: members) that stay in the CPU's cache are several times faster than whole arrays.
-BLOCK_ROWS = 512
+#: Numbers (rows x classes x members) per block of the classification decomposition:
+#: blocks that stay in the CPU's cache are several times faster than whole arrays, and
+#: blocks of many rows pay less per-call overhead than small ones.
+BLOCK_ELEMENTS = 2**18
+
+
+def block_rows(width):
+    """Rows per decomposition block for rows of ``width`` numbers (classes x members).
+
+    Examples
+    --------
+    >>> from skhydra.uncertainty import block_rows
+    >>> block_rows(200 * 10), block_rows(100 * 3), block_rows(5 * 3)
+    (131, 873, 4096)
+    """
+    return int(np.clip(BLOCK_ELEMENTS // max(width, 1), 64, 4096))
 
 
 def _normalised_weights(weights, n_members):
@@ -122,8 +135,9 @@ def classification_uncertainty(probabilities, weights=None):
         )
     w = torch.from_numpy(_normalised_weights(weights, p.shape[1]))
     total, aleatoric = np.empty(len(p)), np.empty(len(p))
-    for start in range(0, len(p), BLOCK_ROWS):
-        block = torch.as_tensor(p[start : start + BLOCK_ROWS], dtype=torch.float64)
+    rows = block_rows(p.shape[1] * p.shape[2])
+    for start in range(0, len(p), rows):
+        block = torch.as_tensor(p[start : start + rows], dtype=torch.float64)
         t, a = entropy_decomposition(block.transpose(1, 2), w)
         total[start : start + len(block)], aleatoric[start : start + len(block)] = t, a
     return _parts(total, aleatoric)
