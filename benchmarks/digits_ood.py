@@ -193,7 +193,7 @@ def main():
                 results.setdefault(name, []).append(row)
                 if args.plots and seed == 0 and name == "hydra":
                     save_plots(args.plots, kind, ens, hydra, X_te, y_te, X_ood, ref, row)
-        out(f"\n### Teacher: {kind} ({args.repeats} splits, mean ± s.e.)\n")
+        out(f"\n## Teacher: {kind} ({args.repeats} splits, mean ± s.e.)\n")
         out("| model | " + " | ".join(COLUMNS) + " |")
         out("|---" * (len(COLUMNS) + 1) + "|")
         for name, rows in results.items():

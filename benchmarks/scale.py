@@ -440,7 +440,7 @@ def report(args, meta, results, out):
         "(body (256, 256), one linear head per tree, batch 256, early stopping with 10% "
         "held out).\n"
     )
-    out("#### Fit: peak resident memory and wall time, one subprocess per configuration\n")
+    out("## Fit: peak resident memory and wall time, one subprocess per configuration\n")
     rows, failed = [], []
     for r in results:
         if "failed" in r:
@@ -558,7 +558,7 @@ def report(args, meta, results, out):
         med = {k: float(np.median(v)) for k, v in tp["times"].items()}
         ref = med["student predict_uncertainty (torch 1 thread)"]
         out(
-            f"#### Prediction throughput on {n} rows (one process, round-robin, median of "
+            f"## Prediction throughput on {n} rows (one process, round-robin, median of "
             f"{args.repeats})\n"
         )
         rows = []
@@ -609,7 +609,7 @@ def report(args, meta, results, out):
                 ]
             )
     if targets:
-        out("#### Targets\n")
+        out("## Targets\n")
         print_table(
             out,
             ["target", "measured", "met"],
