@@ -692,7 +692,13 @@ def main():
         out(f"Command: `{command}`\n")
     from _provenance import COMMIT, DIRTY
 
-    out(f"Commit: {COMMIT}{' (with uncommitted changes)' if DIRTY else ''}\n")
+    commit = f"{COMMIT}{' (with uncommitted changes)' if DIRTY else ''}"
+    run_path = Path(args.workdir) / "run.json"
+    if args.report_only:
+        measured = json.loads(run_path.read_text()).get("commit", "unknown (not recorded)")
+        out(f"Commit of the measurements: {measured}; of this report: {commit}\n")
+    else:
+        out(f"Commit: {commit}\n")
     out(f"Machine: {machine_note()}. Shared with other jobs, so timings are noisy.\n")
     if args.report_only:
         meta = json.loads((Path(args.workdir) / "meta.json").read_text())
@@ -707,9 +713,8 @@ def main():
             results.append(run_worker(args, name, throughput=i == 0))
             print(json.dumps(results[-1], indent=1)[:2000], file=sys.stderr, flush=True)
     report(args, meta, results, out)
-    run_path = Path(args.workdir) / "run.json"
     if not args.report_only:
-        run_path.write_text(json.dumps({"total_s": time.perf_counter() - total}))
+        run_path.write_text(json.dumps({"total_s": time.perf_counter() - total, "commit": commit}))
     if run_path.exists():
         out(f"Total benchmark time: {json.loads(run_path.read_text())['total_s']:.0f} s")
     if output is not None:
