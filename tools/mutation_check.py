@@ -40,6 +40,7 @@ TESTS = [
     "tests/test_classifier.py::test_temperature_changes_what_the_heads_learn",
     "tests/test_classifier.py::test_augmentation_rows_are_labelled_at_their_own_rows",
     "tests/test_classifier.py::test_forest_student_ranks_rows_like_the_forest",
+    "tests/test_classifier.py::test_low_rank_heads_keep_the_forests_ranking",
     "tests/test_regressor.py::test_student_epistemic_tracks_the_teacher_off_the_training_rows",
     "tests/test_regressor.py::test_head_m_learns_member_m",
     "tests/test_regressor.py::test_fewer_heads_learn_the_moments_of_their_members",
