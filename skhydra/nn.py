@@ -205,6 +205,11 @@ class HydraHeads(nn.Module):
         """Width of the shared projection, or None for full-width heads."""
         return getattr(self.project, "out_features", None)
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "project" not in self._modules:  # pickled before heads could share a projection
+            self.project = nn.Identity()
+
     def forward(self, z):
         """Map body features (N, F) to head outputs (N, H, out)."""
         z = self.project(z)

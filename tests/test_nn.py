@@ -65,6 +65,18 @@ def test_low_rank_heads_share_one_projection():
     assert sum(p.numel() for p in heads.parameters()) == 16 * 4 + 6 * (4 * 3 + 3)
 
 
+def test_heads_pickled_before_the_projection_existed_still_load():
+    import pickle
+
+    heads = HydraHeads(n_heads=3, in_features=8, hidden_sizes=(), out_features=2)
+    z = torch.randn(4, 8)
+    expected = heads(z)
+    del heads._modules["project"]  # the layout of skhydra 0.1's heads
+    restored = pickle.loads(pickle.dumps(heads))
+    assert restored.rank is None
+    torch.testing.assert_close(restored(z), expected)
+
+
 def test_module_resolves_auto_rank_for_the_heads_it_will_have():
     module = HydraModule(
         torch.zeros(4), torch.ones(4), (128,), (), 3, head_rank="auto", planned_heads=100
