@@ -113,8 +113,7 @@ def _fused_adamw(device):
     per-tensor loop on the CPU, the same arithmetic up to rounding.
     """
     kind = torch.device(device).type
-    version = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
-    return kind == "cuda" or (kind == "cpu" and version >= (2, 4))
+    return kind == "cuda" or (kind == "cpu" and torch.__version__ >= (2, 4))
 
 
 def _silent(*args, **kwargs):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .uncertainty import teacher_uncertainty
+
 __all__ = [
     "TransferSet",
     "augment",
@@ -192,15 +194,8 @@ def augment(teacher, X_teacher, X_student, kind, factor, noise_scale, rng, n_job
 
 def _disagreement(teacher, rows, n_jobs, cache):
     """The teacher's epistemic uncertainty on ``rows``, chunk by chunk."""
-    from .uncertainty import classification_uncertainty, regression_uncertainty
-
-    parts = []
-    for _, _, predictions in teacher.iter_predictions(rows, n_jobs=n_jobs, cache=cache):
-        if teacher.is_classifier:
-            parts.append(classification_uncertainty(predictions, teacher.weights)[2])
-        else:
-            parts.append(regression_uncertainty(predictions[0], None, teacher.weights)[2])
-    return np.concatenate(parts)
+    chunks = teacher.iter_predictions(rows, n_jobs=n_jobs, cache=cache)
+    return np.concatenate([teacher_uncertainty(teacher, p)[2] for _, _, p in chunks])
 
 
 @dataclass(frozen=True, eq=False)

@@ -287,18 +287,37 @@ def predict_uncertainty(model, X, *, task=None):
             frame.index = X.index
         return frame
     teacher = resolve_teacher(model, task=task, X=X)
-    predictions = teacher.predict_members(teacher.transform(X))
-    if teacher.is_classifier:
-        parts = classification_uncertainty(predictions, teacher.weights)
-    else:
-        means, variances = predictions
-        if not teacher.has_variance:
-            warnings.warn(
-                "The ensemble's members predict no variance, so the aleatoric and total "
-                "uncertainty are unknown (NaN); only the epistemic part is reported.",
-                UserWarning,
-                stacklevel=2,
-            )
-            variances = None
-        parts = regression_uncertainty(means, variances, teacher.weights)
+    if not teacher.is_classifier and not teacher.has_variance:
+        warnings.warn(
+            "The ensemble's members predict no variance, so the aleatoric and total "
+            "uncertainty are unknown (NaN); only the epistemic part is reported.",
+            UserWarning,
+            stacklevel=2,
+        )
+    parts = teacher_uncertainty(teacher, teacher.predict_members(teacher.transform(X)))
     return uncertainty_frame(*parts, index=index_of(X))
+
+
+def teacher_uncertainty(teacher, predictions):
+    """Decompose a teacher's member predictions, by its task.
+
+    Parameters
+    ----------
+    teacher : skhydra.ensembles.Teacher
+    predictions : ndarray or tuple of ndarray
+        ``teacher.predict_members(...)`` of some rows: probabilities, or means
+        and variances.
+
+    Returns
+    -------
+    total, aleatoric, epistemic : ndarray of shape (n_samples,)
+        See :func:`classification_uncertainty` and
+        :func:`regression_uncertainty`; for members that predict no variance
+        the total and aleatoric parts are NaN.
+    """
+    if teacher.is_classifier:
+        return classification_uncertainty(predictions, teacher.weights)
+    means, variances = predictions
+    return regression_uncertainty(
+        means, variances if teacher.has_variance else None, teacher.weights
+    )

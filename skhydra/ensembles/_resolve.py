@@ -39,14 +39,7 @@ from ._members import (
 )
 from ._teacher import Teacher
 
-__all__ = [
-    "accepts_nan",
-    "fit_ensemble",
-    "is_tree_model",
-    "is_fitted",
-    "resolve_teacher",
-    "shared_preprocessing",
-]
+__all__ = ["fit_ensemble", "resolve_teacher"]
 
 
 def _task_of(model):
