@@ -31,6 +31,7 @@ from sklearn.utils.validation import (
 )
 
 from ._body import BodyParamsMixin, make_body
+from ._progress import row_progress
 from ._storage import RowStore, parse_bytes
 from ._targets import assign_heads, collect_targets
 from ._training import RESERVED_SKORCH_PARAMS, train_two_phase
@@ -160,13 +161,19 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             rng,
             n_jobs=self.n_jobs,
             cache=options.cache,
+            verbose=self.verbose,
         )
         observed = y if self._learns_from_y else None
         transfer = build_transfer_set(X_teacher, X_student, observed, sample_weight, synthetic)
         rank = self._matches_by_rank(teacher)
         heads = assign_heads(teacher.n_members, n_heads, teacher.weights, rank=rank)
         with RowStore(options.budget) as store:
-            chunks = self._prediction_chunks(teacher, transfer, options.cache)
+            chunks = row_progress(
+                self._prediction_chunks(teacher, transfer, options.cache),
+                len(transfer),
+                "Teacher labels",
+                self.verbose,
+            )
             # The encoding may depend on the teacher's first predictions (the regressor's
             # target scale without y): it sees the first chunk, which is then stored too.
             first = next(chunks)

@@ -383,8 +383,11 @@ PARAMS = [
         0,
         ["verbose"],
         """verbose : int, default=0
-        ``0`` is silent, ``1`` prints skorch's epoch table for each phase,
-        ``2`` also shows a progress bar per epoch.""",
+        ``0`` is silent. ``1`` shows progress bars of the teacher's labelling
+        (and, for tree teachers, of its scoring of candidate rows) and of the
+        epochs of each phase, and prints skorch's epoch table for each phase
+        (notebook widgets in Jupyter, text elsewhere). ``2`` also shows a bar
+        of each epoch's batches.""",
     ),
 ]
 

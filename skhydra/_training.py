@@ -22,6 +22,7 @@ from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 from skorch.helper import predefined_split
 
 from ._data import TransferDataset, batch_loader
+from ._progress import EpochProgress, progress_sink
 
 __all__ = ["DivergenceCheck", "HydraNet", "train_two_phase"]
 
@@ -182,7 +183,9 @@ def train_two_phase(
     seed : int
         Seeds the shuffling; the caller seeds the initialisation.
     verbose : int
-        skorch's verbosity; ``> 1`` adds a progress bar.
+        ``>= 1``: skorch's epoch table and a bar of each phase's epochs
+        (without ``accelerator``: its processes would draw one bar each);
+        ``> 1`` adds skorch's bar of each epoch's batches.
     callbacks : list or None
         Extra skorch callbacks, copied for each phase.
     skorch_params : dict or None
@@ -233,11 +236,17 @@ def train_two_phase(
     else:
         net_class = HydraNet
         params["device"] = device
+        if verbose:
+            sink = progress_sink
+            params["callbacks__print_log__sink"] = sink
     log = sink if verbose else _silent
 
     def phase(number, module, epochs, phase_targets, history):
         train = _on_device(TransferDataset(X, phase_targets, train_rows), placement)
         extra = [(f"divergence_{number}", DivergenceCheck(number))]
+        if verbose and accelerator is None:
+            # Before early stopping, which ends the epoch loop from its own on_epoch_end.
+            extra.append(("epoch_progress", EpochProgress(f"Phase {number}")))
         split = None
         if valid_rows is not None:
             valid = _on_device(TransferDataset(X, phase_targets, valid_rows), placement)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ._progress import row_progress
 from .uncertainty import teacher_uncertainty
 
 __all__ = [
@@ -144,7 +145,18 @@ def most_disagreed(candidates, disagreement, n_keep, rng, top_fraction=0.75):
     return candidates[np.concatenate([order[:n_top], rest])]
 
 
-def augment(teacher, X_teacher, X_student, kind, factor, noise_scale, rng, n_jobs=None, cache=None):
+def augment(
+    teacher,
+    X_teacher,
+    X_student,
+    kind,
+    factor,
+    noise_scale,
+    rng,
+    n_jobs=None,
+    cache=None,
+    verbose=0,
+):
     """The synthetic rows of the transfer set, per the ``augmentation`` parameter.
 
     ``kind="auto"`` decides by the teacher: ``"noise"``, except for tree
@@ -168,6 +180,8 @@ def augment(teacher, X_teacher, X_student, kind, factor, noise_scale, rng, n_job
     rng : numpy.random.Generator
     n_jobs, cache
         For the teacher's predictions of the candidate rows.
+    verbose : int, default=0
+        ``>= 1`` shows a bar of the candidate rows the teacher has scored.
 
     Returns
     -------
@@ -187,14 +201,15 @@ def augment(teacher, X_teacher, X_student, kind, factor, noise_scale, rng, n_job
             synthetic_rows(X_student, "mixup", 1.5 * n_new / n, noise_scale, rng),
         ]
     )
-    disagreement = _disagreement(teacher, like(candidates, X_teacher), n_jobs, cache)
+    disagreement = _disagreement(teacher, like(candidates, X_teacher), n_jobs, cache, verbose)
     chosen = most_disagreed(candidates, disagreement, n_new - len(munged), rng)
     return np.concatenate([munged, chosen])
 
 
-def _disagreement(teacher, rows, n_jobs, cache):
+def _disagreement(teacher, rows, n_jobs, cache, verbose=0):
     """The teacher's epistemic uncertainty on ``rows``, chunk by chunk."""
     chunks = teacher.iter_predictions(rows, n_jobs=n_jobs, cache=cache)
+    chunks = row_progress(chunks, rows.shape[0], "Teacher disagreement", verbose)
     return np.concatenate([teacher_uncertainty(teacher, p)[2] for _, _, p in chunks])
 
 
