@@ -2,6 +2,7 @@
 
 import os
 import platform
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -13,19 +14,24 @@ import torch
 import skhydra
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+#: The first line of every provenance block: tests and ``run_all.py`` look for it.
+MARKER = "- command: "
 
 
 def _git_state():
     """(short commit, whether skhydra/ or benchmarks/ has uncommitted changes)."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip()
+        # Pathspecs are relative to the working directory: run from the repository root.
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "skhydra", "benchmarks"],
             capture_output=True,
             text=True,
-            cwd=HERE,
+            cwd=ROOT,
         ).stdout.strip()
     except OSError:
         return "unknown", False
@@ -36,24 +42,46 @@ def _git_state():
 COMMIT, DIRTY = _git_state()
 
 
-def provenance(script, argv, seeds, start):
-    """Markdown lines: command, commit, date, versions, machine, seeds and wall time."""
-    commit, dirty = COMMIT, DIRTY
+def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
     except (OSError, StopIteration):
         pass
-    return "\n".join(
-        [
-            f"- command: `python {script} {' '.join(argv)}`".rstrip(),
-            f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-            f"- date (end of the run): {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-            f"- versions: skhydra {skhydra.__version__}, scikit-learn {sklearn.__version__}, "
-            f"torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}",
-            f"- machine: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-            f"- seeds: {seeds}",
-            f"- wall time: {time.perf_counter() - start:.0f} s",
-        ]
-    )
+    return cpu
+
+
+def provenance(script, argv, seeds, start, extra=()):
+    """Markdown lines: command, commit, date, versions, machine, seeds and wall time.
+
+    ``extra`` lines (already formatted, without the leading ``- ``) follow.
+    """
+    commit, dirty = COMMIT, DIRTY
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    lines = [
+        f"{MARKER}`{shlex.join(['python', script, *argv])}`",
+        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
+        f"- date (end of the run): {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- versions: skhydra {skhydra.__version__}, scikit-learn {sklearn.__version__}, "
+        f"torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {gpu}, "
+        f"torch threads {torch.get_num_threads()}",
+        f"- seeds: {seeds}",
+        f"- wall time: {time.perf_counter() - start:.0f} s",
+    ]
+    return "\n".join(lines + [f"- {line}" for line in extra])
+
+
+def header(title, script, argv, seeds, start, extra=()):
+    """The start of a results file: a title, then the provenance lines."""
+    return f"# {title}\n\n{provenance(script, argv, seeds, start, extra)}\n"
+
+
+def write_report(path, text):
+    """Write ``text`` to ``path`` (its folder created), ending with one newline."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n")
+    print(f"wrote {path}", flush=True)

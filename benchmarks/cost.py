@@ -24,7 +24,8 @@ Students are trained briefly (the cost of predicting does not depend on how
 well they learned); their fidelity is measured by ``digits_ood.py``.
 
     python benchmarks/cost.py --output benchmarks/results/cost.md   # about 15 min
-    python benchmarks/cost.py --quick                                # about 1 min
+    python benchmarks/cost.py --quick --output /tmp/cost.md          # about 1 min
+    python benchmarks/cost.py --smoke --output /tmp/cost.md          # seconds, a logic test
 """
 
 import argparse
@@ -32,11 +33,10 @@ import pickle
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
-from _provenance import provenance
+from _provenance import header, write_report
 from sklearn.datasets import make_classification
 from sklearn.ensemble import (
     BaggingClassifier,
@@ -54,6 +54,8 @@ from skhydra.ensembles import predict_members
 from skhydra.uncertainty import classification_uncertainty
 
 MB = 1e6
+#: Overrides of every student's settings (``--smoke`` makes them tiny).
+SMALL_STUDENT = {}
 RANKS = {"auto": "auto", "full": None}
 
 
@@ -77,6 +79,7 @@ def table(header, rows):
 def student(teacher, X, head_rank="auto", **params):
     """A briefly trained default student (its cost, not its quality, is measured)."""
     budget = dict(phase1_epochs=1, max_epochs=2, device="cpu", random_state=0)
+    budget.update(SMALL_STUDENT)
     budget.update(params)
     return HydraDistilledClassifier(teacher, head_rank=head_rank, **budget).fit(X)
 
@@ -101,7 +104,7 @@ def bench_throughput(args, out, results):
         for n_features in args.features:
             X, y = data(args.rows, n_features, n_classes)
             start = time.perf_counter()
-            forest = RandomForestClassifier(n_estimators=100, n_jobs=2, random_state=0)
+            forest = RandomForestClassifier(n_estimators=args.trees, n_jobs=2, random_state=0)
             forest.fit(X[: args.fit_rows], y[: args.fit_rows])
             fit_s = time.perf_counter() - start
             transfer = X[: args.transfer_rows]
@@ -129,7 +132,7 @@ def bench_throughput(args, out, results):
                 results["throughput"][("forest", n_classes, n_features, threads)] = ratio
                 rows.append(
                     [
-                        "100-tree forest",
+                        f"{args.trees}-tree forest",
                         n_classes,
                         n_features,
                         threads,
@@ -221,13 +224,13 @@ def bench_small_calls(args, out, results, keep):
         voting = VotingClassifier(
             [
                 ("lr", LogisticRegression(max_iter=500)),
-                ("rf", RandomForestClassifier(100, random_state=0)),
+                ("rf", RandomForestClassifier(args.trees, random_state=0)),
                 ("hgb", HistGradientBoostingClassifier(random_state=0)),
             ],
             voting="soft",
         ).fit(fit_X, fit_y)
     teachers = {
-        "100-tree forest": (keep["forest"], keep["forest_student"]),
+        f"{args.trees}-tree forest": (keep["forest"], keep["forest_student"]),
         "5 MLPs (256, 256)": (keep["mlps"], keep["mlp_student"]),
         "20 bagged logistic regressions": (bagging, student(bagging, fit_X)),
         "soft vote: logistic regression, forest, boosting": (voting, student(voting, fit_X)),
@@ -293,6 +296,7 @@ def bench_epochs(args, out, results):
                     augmentation=None,
                     device="cpu",
                     random_state=0,
+                    **SMALL_STUDENT,
                 ).fit(X)
                 durations = model.net_.history[-args.epochs :, "dur"]
                 # The fastest epoch: the least disturbed by other work on a shared machine.
@@ -339,14 +343,14 @@ def bench_size(out, results, keep):
     """Section 4: pickled forest versus the student alone."""
     forest, s = keep["forest"], keep["forest_student"]
     sizes = {
-        "100-tree forest": len(pickle.dumps(forest)),
+        "forest": len(pickle.dumps(forest)),
         "student (holds the forest)": len(pickle.dumps(s)),
         "student.without_teacher()": len(pickle.dumps(s.without_teacher())),
     }
     full = student(forest, keep["X"][:2000], head_rank=None)
     sizes["student.without_teacher(), full-width heads"] = len(pickle.dumps(full.without_teacher()))
-    results["size"] = sizes["100-tree forest"] / sizes["student.without_teacher()"]
-    rows = [[k, f"{v / MB:.2f}", f"{sizes['100-tree forest'] / v:.1f}x"] for k, v in sizes.items()]
+    results["size"] = sizes["forest"] / sizes["student.without_teacher()"]
+    rows = [[k, f"{v / MB:.2f}", f"{sizes['forest'] / v:.1f}x"] for k, v in sizes.items()]
     out.append(
         "## Pickled size (`len(pickle.dumps(...))`)\n\n"
         + table(["object", "MB", "forest / object"], rows)
@@ -381,7 +385,8 @@ def targets(args, results):
     return "## Targets (issue 15)\n\n" + table(["target", "measured", "met"], rows)
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the timed data")
     parser.add_argument("--fit-rows", type=int, default=None, help="forest fit rows (all)")
@@ -395,10 +400,18 @@ def main():
     parser.add_argument("--epoch-rows", type=int, default=20_000)
     parser.add_argument("--heads", default="1,10,100")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--quick", action="store_true", help="small sizes, smoke test")
+    parser.add_argument("--trees", type=int, default=100, help="trees of the forests")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--output", default=None, help="markdown report with provenance")
-    args = parser.parse_args()
-    if args.quick:
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rows, args.transfer_rows, args.epoch_rows, args.trees = 1000, 300, 300, 10
+        args.classes, args.features, args.threads, args.repeats = "3", "20", "1", 1
+        args.small_repeats, args.epochs, args.heads, args.mlp_iter = 1, 1, "1,3", 1
+        SMALL_STUDENT.update(body_layer_sizes=(16,))
+        torch.set_num_threads(1)  # tiny nets: a second thread only adds contention
+    elif args.quick:
         args.rows, args.transfer_rows, args.epoch_rows = 5000, 1000, 2000
         args.features, args.threads, args.repeats, args.small_repeats = "20", "1", 1, 3
         args.epochs, args.heads = 2, "1,100"
@@ -419,16 +432,20 @@ def main():
     torch.set_num_threads(max(args.threads))
     report = "\n".join(
         [
-            "# Cost benchmark: the student versus the ensemble it distils\n",
-            provenance("benchmarks/cost.py", sys.argv[1:], "0 (data, forests, students)", start),
-            "",
+            header(
+                "Cost benchmark: the student versus the ensemble it distils",
+                "benchmarks/cost.py",
+                argv,
+                "0 (data, forests, students)",
+                start,
+            ),
             targets(args, results),
             *sections,
         ]
     )
     print(report)
     if args.output:
-        Path(args.output).write_text(report)
+        write_report(args.output, report)
 
 
 if __name__ == "__main__":

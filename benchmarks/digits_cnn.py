@@ -12,15 +12,25 @@ test split and on three out-of-distribution (OOD) sets:
 * B2: the in-domain test digits plus Gaussian noise of standard deviation 4
   grey levels (of 0-16), clipped to [0, 16].
 
-Writes a markdown report to benchmarks/results/digits_cnn.md (and a figure).
+KD is reported twice: at Hydra's settings with one head ("KD (1 head)", the
+default ``temperature=4``), and at its own best ("KD (1 head, tuned)"): per
+split, its temperature (1, 2, 4) and schedule are chosen by the validation NLL
+on a quarter of the training rows, with a teacher trained on the other three
+quarters (``_kd.py``; the test rows are never used), then it is refitted on
+all training rows.
+
+Writes a markdown report to benchmarks/results/digits_cnn.md (and a figure);
+every number in it, findings included, comes from the run that wrote it.
 
     python benchmarks/digits_cnn.py                # 3 splits, the report
     python benchmarks/digits_cnn.py --tune         # first compares student settings
-    python benchmarks/digits_cnn.py --quick        # smoke run, writes nothing
+    python benchmarks/digits_cnn.py --quick --output /tmp/cnn.md   # 2 splits, short fits
+    python benchmarks/digits_cnn.py --smoke --output /tmp/cnn.md   # seconds, a logic test
 """
 
 import argparse
-import platform
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,9 +41,15 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from skhydra import HydraDistilledClassifier, predict_uncertainty
-from skhydra import metrics as M
-from skhydra.ensembles import predict_members
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _kd  # noqa: E402
+from _provenance import header, write_report  # noqa: E402
+from _stats import cell, mean_se, sentence  # noqa: E402
+
+from skhydra import HydraDistilledClassifier, predict_uncertainty  # noqa: E402
+from skhydra import metrics as M  # noqa: E402
+from skhydra.ensembles import predict_members  # noqa: E402
 
 N_MEMBERS = 5
 IN_CLASSES = 8
@@ -113,7 +129,35 @@ TUNE_VARIANTS = {
     "noise 1.0, hidden 16": dict(body_params=dict(channels=8, hidden=16)),
 }
 
-QUICK = dict(teacher_epochs=3, phase1_epochs=3, max_epochs=8)
+#: KD's grid of schedules (Hydra's, and half of it); temperatures from ``_kd``.
+KD_SCHEDULES = {"100+300": (100, 400), "50+150": (50, 200)}
+
+#: Small modes: teacher epochs, student epochs, KD grid, tuning splits.
+QUICK = dict(
+    teacher_epochs=10,
+    phase1_epochs=10,
+    max_epochs=30,
+    repeats=2,
+    schedules={"10+20": (10, 30)},
+    temperatures=_kd.TEMPERATURES,
+    tune_seeds=[100],
+)
+SMOKE = dict(
+    teacher_epochs=1,
+    phase1_epochs=1,
+    max_epochs=2,
+    repeats=1,
+    schedules={"1+1": (1, 2)},
+    temperatures=(1.0, 4.0),
+    tune_seeds=[100],
+)
+
+TEACHER_NAME, KD_NAME, KD_TUNED, HYDRA_NAME = (
+    "teacher (5 CNNs)",
+    "KD (1 head)",
+    "KD (1 head, tuned)",
+    "Hydra (5 heads)",
+)
 
 
 def as_images(X):
@@ -231,14 +275,6 @@ def student_row(est, fit_s, X_te, y_te, sets, ref):
 # -- report ---------------------------------------------------------------------------------
 
 
-def cell(values, digits=3):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    se = np.std(values, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.{digits}f} ± {se:.{digits}f}"
-
-
 def table(results, columns):
     """Markdown table of ``results`` (name -> list of rows) over ``columns`` (key, header, digits)."""
     lines = [
@@ -284,51 +320,91 @@ table. AUROC X: how well the epistemic uncertainty separates OOD set X from the 
 rows (0.5 chance). KD has one head, so its epistemic uncertainty is 0 everywhere: ρ is undefined
 (–) and its AUROC is 0.5 by construction; the second table gives every model's AUROC from the
 total uncertainty (entropy of the mean prediction) as the fair comparison for KD. fit s: the 5
-CNNs' training, or the student's `fit` (teacher predictions included). predict ms: per-member
-(or per-head) probabilities of all the evaluated rows (test + A + B1 + B2), one call per set.
+CNNs' training, or the student's `fit` (teacher predictions included; for the tuned KD its final
+fit, not its choice). predict ms: per-member (or per-head) probabilities of all the evaluated
+rows (test + A + B1 + B2), one call per set. Timings come from a machine shared with other jobs.
 
 **Teacher.** 5 × `TeacherCNN` (conv 3x3 1→8, ReLU, conv 3x3 8→16, ReLU, 2x2 max-pool, linear
 256→8; scales x/16 inside), each from its own seed (initialisation and minibatch order), Adam
-lr 3e-3, batch 64, 30 epochs, cross-entropy on the whole in-domain training split. No
-bootstrap: in a trial on split 0, bootstrap samples lowered the ensemble's accuracy (0.983 vs
-0.992 at 20 epochs) and its OOD AUROC on A (0.948 vs 0.969).
+lr 3e-3, batch 64, cross-entropy on the whole in-domain training split, no bootstrap.
 
 **Students.** Body `CNNBody(channels=8, hidden=32)`: the members' two convolutions and pooling,
-then a linear layer to 32 ReLU features; heads are linear (`head_layer_sizes=()`), 264
-parameters each. Inputs are the raw (n, 1, 8, 8) digits; the student standardises them per
-channel (`input_scaling="auto"`). KD and Hydra have identical settings except `n_heads`.
+then a linear layer to 32 ReLU features; heads are linear (`head_layer_sizes=()`). Inputs are
+the raw (n, 1, 8, 8) digits; the student standardises them per channel (`input_scaling="auto"`).
+Hydra and "KD (1 head)" have identical settings except `n_heads`; "KD (1 head, tuned)" has its
+own temperature and schedule, chosen per split as described above (table below).
 
-**Student settings and why.** `--tune` compares six Hydra settings on 2 inner validation splits
-(a quarter of each training split, seeds 100 and 101; the test rows are never used for the
-choice; B1 and B2 are built from the validation rows, A is the digits 8-9 as above). Criterion:
-the highest ρ epistemic (fidelity to the teacher's uncertainty, what Hydra is for), with accuracy
-and NLL as guards. Starting point: the package defaults (noise augmentation at 0.5 standard
-deviations, 100 + 300 epochs). Outcome (tuning table): the settings are within about one
-standard error of each other (ρ 0.91-0.93, accuracy 0.974-0.976); no augmentation gives the
-lowest ρ and the highest NLL, as expected, since the members agree on the training digits and
-the student needs points where they disagree. Noise at 1.0 standard deviation had the highest
-mean ρ (0.931 vs 0.929 for the defaults) and the AUROC on A closest to the teacher's, so it is
-used, but its margin over the defaults is not significant. Mixup was no better; 50 + 150 epochs
-halves the fit time for about 0.01 less ρ; `hidden=16` (136-parameter heads) was as accurate
-but unstable in ρ (0.958 and 0.898 on the two splits). Early stopping (patience 30 on 10% of
-the transfer rows) seldom ends a phase early here: the chosen Hydra setting ran all 100 + 300
-epochs on every split; KD and some variants stopped a little earlier (epochs column). Chosen:
-noise augmentation, `noise_scale=1.0`, 100 + 300 epochs, `CNNBody(channels=8, hidden=32)`.
-
-**Findings (3 splits).** Hydra matches the teacher in-domain (accuracy 0.992 vs 0.993, NLL 0.026
-vs 0.023) and ranks the rows' epistemic uncertainty like it (ρ 0.961 over test + OOD rows), so
-its OOD AUROCs follow the teacher's: A 0.961 vs 0.968, B2 0.756 vs 0.770. KD is as accurate
-(0.990) but has no epistemic uncertainty; with the total uncertainty it separates A about as
-well (0.961), as does Hydra. Rotated digits (B1) are not OOD for this teacher: the five CNNs
-agree on them about as much as on the test digits (AUROC 0.47 ± 0.06 from the epistemic, 0.40
-from the total uncertainty: they are classified confidently), and Hydra copies that blind spot
-(0.45), with ρ 0.90 on B1. Hydra costs 10.8% more parameters than KD (4 extra heads of 264) and
-has 0.65 times the ensemble's parameters; it predicts with one forward pass instead of five,
-about 4 times faster here (predict ms).
+**Student settings.** `--tune` compares Hydra settings on inner validation splits (a quarter of
+each training split, seeds 100 and 101; the test rows are never used for the choice; B1 and B2
+are built from the validation rows, A is the digits 8-9 as above). Criterion: the highest ρ
+epistemic (fidelity to the teacher's uncertainty, what Hydra is for), with accuracy and NLL as
+guards. The settings used are those of `STUDENT` in the script.
 
 **Figure** (`digits_cnn.png`, split 0): one image of each set; the teacher's against Hydra's
 epistemic uncertainty per row; its histograms per set for the teacher and for Hydra. Values below
 1e-6 nats are drawn at 1e-6."""
+
+
+def findings(results, tuned):
+    """Generated sentences: what this run's tables say, with the standard-error rule."""
+    values = {name: rows for name, rows in results.items()}
+
+    def col(name, key):
+        return [r.get(key) for r in values[name]]
+
+    lines = []
+    for other in (TEACHER_NAME, KD_TUNED, KD_NAME):
+        if other not in values:
+            continue
+        for key, label, lower in (("acc", "accuracy", False), ("nll", "NLL", True)):
+            lines.append(
+                "* " + sentence(label, "Hydra", col(HYDRA_NAME, key), other, col(other, key), lower)
+            )
+    for k in OOD_SETS:
+        lines.append(
+            "* "
+            + sentence(
+                f"AUROC {k} (epistemic)",
+                "Hydra",
+                col(HYDRA_NAME, f"auroc_{k}"),
+                "the teacher",
+                col(TEACHER_NAME, f"auroc_{k}"),
+                False,
+            )
+        )
+    for other in (KD_TUNED, KD_NAME):
+        if other in values:
+            lines.append(
+                "* "
+                + sentence(
+                    "AUROC A (total uncertainty)",
+                    "Hydra",
+                    col(HYDRA_NAME, "auroc_total_A"),
+                    other,
+                    col(other, "auroc_total_A"),
+                    False,
+                )
+            )
+    rho, rho_se = mean_se(col(HYDRA_NAME, "rho"))
+    lines.append(
+        f"* Hydra's ρ epistemic with the teacher over test + OOD rows: {rho:.3f} ± {rho_se:.3f}."
+    )
+    t_ms, _ = mean_se(col(TEACHER_NAME, "predict_ms"))
+    h_ms, _ = mean_se(col(HYDRA_NAME, "predict_ms"))
+    lines.append(
+        f"* Predicting every evaluated row took the teacher {t_ms:.1f} ms and Hydra {h_ms:.1f} ms "
+        f"(mean over splits; {t_ms / h_ms:.1f}x) on this shared machine."
+    )
+    if tuned:
+        best = max(
+            (name for name in tuned if name != "teacher"),
+            key=lambda name: mean_se([r.get("rho") for r in tuned[name]])[0],
+        )
+        lines.append(
+            f"* Tuning: the setting with the highest mean ρ on the validation splits is "
+            f'"{best}" ({cell([r.get("rho") for r in tuned[best]])}).'
+        )
+    return "### Findings, generated from this run\n\n" + "\n".join(lines)
 
 
 def save_plot(path, ref, hydra_row, X_te, sets):
@@ -389,63 +465,95 @@ def save_plot(path, ref, hydra_row, X_te, sets):
     print(f"saved {path}")
 
 
-def run_tune(seeds, quick):
+def run_tune(seeds, mode):
     """Hydra settings on inner validation splits; returns name -> rows (teacher first)."""
     results = {}
     for seed in seeds:
         X_tr, y_tr, X_va, y_va, sets = load(seed, inner=True)
-        epochs = QUICK["teacher_epochs"] if quick else TEACHER["epochs"]
+        epochs = mode["teacher_epochs"] if mode else TEACHER["epochs"]
         start = time.perf_counter()
         members = train_teacher(X_tr, y_tr, seed, epochs)
         ref = evaluate(members, X_va, y_va, sets, None)
         ref["fit_s"] = time.perf_counter() - start
         results.setdefault("teacher", []).append(ref)
         for name, change in TUNE_VARIANTS.items():
-            params = {**STUDENT, **change, **(student_quick() if quick else {})}
+            params = {**STUDENT, **change, **student_epochs(mode)}
             est, fit_s = fit_student(members, X_tr, seed, params)
             row = student_row(est, fit_s, X_va, y_va, sets, ref)
             results.setdefault(name, []).append(row)
             print(
                 f"[tune split {seed}] {name}: acc {row['acc']:.3f} nll {row['nll']:.3f} "
-                f"rho {row['rho']:.3f} ({fit_s:.0f}s)",
+                f"rho {row.get('rho', float('nan')):.3f} ({fit_s:.0f}s)",
                 flush=True,
             )
     return results
 
 
-def student_quick():
-    return dict(phase1_epochs=QUICK["phase1_epochs"], max_epochs=QUICK["max_epochs"])
+def student_epochs(mode):
+    """The small modes' epochs, or nothing (the settings' own)."""
+    return dict(phase1_epochs=mode["phase1_epochs"], max_epochs=mode["max_epochs"]) if mode else {}
 
 
-def main():
+def settings_key(params):
+    """The full settings of a student with ``params`` (defaults filled in), as a key."""
+    full = {
+        k: v for k, v in HydraDistilledClassifier(**params).get_params().items() if k != "ensemble"
+    }
+    return json.dumps(full, sort_keys=True, default=repr)
+
+
+def tune_kd(X_tr, y_tr, seed, mode, schedules, temperatures):
+    """KD's temperature and schedule by the NLL on a quarter of the training rows."""
+    X_in, X_va, y_in, y_va = train_test_split(
+        X_tr, y_tr, test_size=0.25, random_state=seed, stratify=y_tr
+    )
+    epochs = mode["teacher_epochs"] if mode else TEACHER["epochs"]
+    members = train_teacher(X_in, y_in, seed, epochs)
+
+    def nll(params):
+        est, _ = fit_student(members, X_in, seed, params)
+        return M.negative_log_likelihood(y_va, _normalised(est.predict_proba(X_va)))
+
+    candidates = {
+        name: {**STUDENT, **params}
+        for name, params in _kd.grid(True, schedules, temperatures).items()
+    }
+    best, scores = _kd.select(candidates, nll)
+    return best, scores, candidates[best]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="splits (seeds 0, 1, ...)")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 split, a few epochs, no report"
-    )
+    parser.add_argument("--quick", action="store_true", help="2 splits, short fits")
+    parser.add_argument("--smoke", action="store_true", help="1 split, 1-2 epochs, seconds")
     parser.add_argument(
         "--tune", action="store_true", help="first compare student settings (2 inner splits)"
     )
     parser.add_argument(
         "--output",
         default=None,
-        help="markdown report (default benchmarks/results/digits_cnn.md; none with --quick)",
+        help="markdown report (default benchmarks/results/digits_cnn.md; none with "
+        "--quick or --smoke)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    repeats = 1 if args.quick else args.repeats
+    mode = SMOKE if args.smoke else QUICK if args.quick else None
+    repeats = mode["repeats"] if mode else args.repeats
+    schedules = mode["schedules"] if mode else KD_SCHEDULES
+    temperatures = mode["temperatures"] if mode else _kd.TEMPERATURES
     output = args.output
-    if output is None and not args.quick:
+    if output is None and mode is None:
         output = str(Path(__file__).parent / "results" / "digits_cnn.md")
-    command = "python benchmarks/digits_cnn.py " + " ".join(sys.argv[1:])
     t_all = time.perf_counter()
 
-    tune_md = ""
+    tune_md, tuned = "", None
     if args.tune:
         t_tune = time.perf_counter()
-        tune_seeds = [100] if args.quick else [100, 101]
-        tuned = run_tune(tune_seeds, args.quick)
+        tune_seeds = mode["tune_seeds"] if mode else [100, 101]
+        tuned = run_tune(tune_seeds, mode)
         tune_s = time.perf_counter() - t_tune
         tune_md = (
             f"### Choice of the student's settings (`--tune`, Hydra, {len(tune_seeds)} inner "
@@ -455,31 +563,40 @@ def main():
         print("\n" + tune_md + "\n")
 
     t_main = time.perf_counter()
-    results = {}
-    epochs = QUICK["teacher_epochs"] if args.quick else TEACHER["epochs"]
+    results, choices = {}, []
+    epochs = mode["teacher_epochs"] if mode else TEACHER["epochs"]
     for seed in range(repeats):
         X_tr, y_tr, X_te, y_te, sets = load(seed)
         start = time.perf_counter()
         members = train_teacher(X_tr, y_tr, seed, epochs)
         ref = evaluate(members, X_te, y_te, sets, None)
         ref["fit_s"] = time.perf_counter() - start
-        results.setdefault("teacher (5 CNNs)", []).append(ref)
-        for name, heads in (("KD (1 head)", 1), ("Hydra (5 heads)", None)):
-            params = {**STUDENT, "n_heads": heads, **(student_quick() if args.quick else {})}
-            est, fit_s = fit_student(members, X_tr, seed, params)
-            row = student_row(est, fit_s, X_te, y_te, sets, ref)
+        results.setdefault(TEACHER_NAME, []).append(ref)
+        best, scores, kd_params = tune_kd(X_tr, y_tr, seed, mode, schedules, temperatures)
+        choices.append((best, scores))
+        fitted = {}
+        for name, params in (
+            (KD_NAME, {**STUDENT, "n_heads": 1, **student_epochs(mode)}),
+            (KD_TUNED, kd_params),
+            (HYDRA_NAME, {**STUDENT, "n_heads": None, **student_epochs(mode)}),
+        ):
+            key = settings_key(params)
+            if key not in fitted:  # the tuned KD may have chosen KD's settings: the same fit
+                est, fit_s = fit_student(members, X_tr, seed, params)
+                fitted[key] = student_row(est, fit_s, X_te, y_te, sets, ref)
+                if output and seed == 0 and name == HYDRA_NAME:
+                    save_plot(Path(output).with_suffix(".png"), ref, fitted[key], X_te, sets)
+            row = fitted[key]
             results.setdefault(name, []).append(row)
             print(
                 f"[split {seed}] {name}: acc {row['acc']:.3f} nll {row['nll']:.3f} "
-                f"AUROC A {row['auroc_A']:.3f} ({fit_s:.0f}s)",
+                f"AUROC A {row['auroc_A']:.3f} ({row['fit_s']:.0f}s)",
                 flush=True,
             )
-            if output and seed == 0 and heads is None:
-                save_plot(Path(output).with_suffix(".png"), ref, row, X_te, sets)
     main_s = time.perf_counter() - t_main
 
     p = {name: rows[0]["params"] for name, rows in results.items()}
-    teacher_p, kd_p, hydra_p = p.values()
+    teacher_p, kd_p, hydra_p = p[TEACHER_NAME], p[KD_NAME], p[HYDRA_NAME]
     params_md = (
         "### Parameters\n\n"
         "| teacher (5 CNNs) | one CNN | KD (1 head) | Hydra (5 heads) | Hydra / KD | "
@@ -487,40 +604,55 @@ def main():
         f"| {teacher_p} | {teacher_p // N_MEMBERS} | {kd_p} | {hydra_p} | "
         f"{hydra_p / kd_p:.3f} | {hydra_p / teacher_p:.3f} |\n\n"
         f"Each extra head adds {(hydra_p - kd_p) // (N_MEMBERS - 1)} parameters "
-        f"(+{100 * (hydra_p / kd_p - 1):.1f}% over KD for 4 extra heads)."
+        f"(+{100 * (hydra_p / kd_p - 1):.1f}% over KD for {N_MEMBERS - 1} extra heads)."
     )
-    header = (
-        f"# Digits as 8x8 images: CNN ensemble → KD / Hydra ({repeats} split"
-        f"{'s' * (repeats > 1)}, mean ± s.e.)\n\n"
-        f"Command: `{command.strip()}`  \n"
-        f"Machine: 2-core CPU, torch {args.threads} thread ({platform.processor() or 'cpu'}, "
-        f"torch {torch.__version__}); shared with other jobs, so the timings are indicative.  \n"
-        f"Time: comparison {main_s:.0f} s"
-        + (f", tuning {tune_s:.0f} s" if args.tune else "")
-        + f", total {time.perf_counter() - t_all:.0f} s.\n\n"
-        f"In-domain: digits 0-7 (75/25 split per seed). OOD sets: "
-        + "; ".join(OOD_NAMES.values())
-        + ".\n"
+    kd_md = (
+        "### KD's own temperature and schedule (validation NLL, a quarter of each training "
+        "split, teacher retrained on the rest)\n\n"
+        + _kd.tuning_table(choices)
+        + "\n\nChosen per split: "
+        + "; ".join(f"{i}: {best}" for i, (best, _) in enumerate(choices))
     )
-    report = "\n\n".join(
+    intro = (
+        f"{repeats} split{'s' * (repeats > 1)}, mean ± s.e. In-domain: digits 0-7 (75/25 split "
+        "per seed). OOD sets: " + "; ".join(OOD_NAMES.values()) + ". Time: comparison "
+        f"{main_s:.0f} s" + (f", tuning {tune_s:.0f} s" if args.tune else "") + "."
+    )
+    body = "\n\n".join(
         part
         for part in (
-            header,
+            intro,
             "### Teacher vs KD vs Hydra (in-domain test split, OOD AUROC from epistemic "
             "uncertainty)\n\n" + table(results, MAIN_COLUMNS),
             "### Fidelity per set, and OOD AUROC from the total uncertainty\n\n"
             + table(results, DETAIL_COLUMNS),
+            findings(results, tuned),
             params_md,
+            kd_md,
             tune_md,
             NOTES,
         )
         if part
     )
+    report = header(
+        "Digits as 8x8 images: CNN ensemble → KD / Hydra",
+        "benchmarks/digits_cnn.py",
+        argv,
+        f"splits {list(range(repeats))}"
+        + (f", tuning splits {mode['tune_seeds'] if mode else [100, 101]}" if args.tune else ""),
+        t_all,
+        extra=[
+            f"teacher epochs: {epochs}; students: {student_epochs(mode) or 'STUDENT settings'}",
+            "KD grid: temperatures "
+            + ", ".join(f"{t:g}" for t in temperatures)
+            + "; schedules "
+            + ", ".join(schedules),
+        ],
+    )
+    report += "\n" + body
     print("\n" + report)
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(report + "\n")
-        print(f"\nwrote {output}")
+        write_report(output, report)
 
 
 if __name__ == "__main__":

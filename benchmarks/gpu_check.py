@@ -49,8 +49,13 @@ the GPU and the whole flow runs (on 20k rows unless ``--rows`` is given), to
 test the script itself; the CPU-versus-"GPU" comparisons are then trivially
 equal.
 
-    python benchmarks/gpu_check.py                            # on a CUDA machine
+With ``--output`` the report (provenance first, then the checks and the
+epoch times) is written as markdown.
+
+    python benchmarks/gpu_check.py --output benchmarks/results/gpu_check.md  # CUDA machine
     python benchmarks/gpu_check.py --cpu-standin              # anywhere, a logic test
+    python benchmarks/gpu_check.py --smoke --output /tmp/g.md # stand-in, tiny sizes, seconds
+    python benchmarks/gpu_check.py --quick --output /tmp/g.md # the smallest real checks (GPU)
 """
 
 import argparse
@@ -69,7 +74,11 @@ import torch
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _provenance import header, write_report  # noqa: E402
+
+from skhydra import HydraDistilledClassifier, HydraDistilledRegressor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,15 +107,25 @@ class Checks:
 
     def __init__(self):
         self.results = []
+        self.details = []
 
     def add(self, name, ok, detail):
         self.results.append((name, bool(ok)))
+        self.details.append(detail)
         print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}", flush=True)
 
     def error(self, name, exc):
         self.results.append((name, False))
+        self.details.append(f"{type(exc).__name__}: {exc}")
         print(f"  [FAIL] {name}: {type(exc).__name__}: {exc}", flush=True)
         traceback.print_exc(limit=4)
+
+    def markdown(self):
+        lines = ["| check | result | measured |", "|---|---|---|"]
+        for (name, ok), detail in zip(self.results, self.details, strict=True):
+            detail = detail.replace("|", "\\|")
+            lines.append(f"| {name} | {'PASS' if ok else '**FAIL**'} | {detail} |")
+        return "\n".join(lines)
 
     @property
     def failed(self):
@@ -137,11 +156,12 @@ def regressor_outputs(model, X):
 
 
 def child(paths):
-    """In a CUDA-hidden process: unpickle each model, predict, save the outputs."""
+    """In a CUDA-hidden process: unpickle each model, predict its rows, save the outputs."""
     models, X_path, out_path = paths[:-2], paths[-2], paths[-1]
-    X = np.load(X_path)
+    with np.load(X_path) as rows:
+        Xs = [rows[f"X{i}"] for i in range(len(models))]
     saved = {"cuda_available": np.array(torch.cuda.is_available())}
-    for i, path in enumerate(models):
+    for i, (path, X) in enumerate(zip(models, Xs, strict=True)):
         with open(path, "rb") as f:
             with warnings.catch_warnings():
                 # skorch warns that the CUDA-saved net is loaded on the CPU: expected here.
@@ -158,16 +178,16 @@ def child(paths):
     np.savez(out_path, **saved)
 
 
-def predict_without_cuda(models, X, workdir):
-    """Pickle ``models``, predict with each in a subprocess that sees no GPU."""
+def predict_without_cuda(models, Xs, workdir):
+    """Pickle ``models``, predict ``Xs[i]`` with model i in one subprocess that sees no GPU."""
     paths = []
     for i, model in enumerate(models):
         path = Path(workdir) / f"model{i}.pkl"
         with open(path, "wb") as f:
             pickle.dump(model, f)
         paths.append(str(path))
-    X_path, out_path = Path(workdir) / "X.npy", Path(workdir) / "out.npz"
-    np.save(X_path, X)
+    X_path, out_path = Path(workdir) / "X.npz", Path(workdir) / "out.npz"
+    np.savez(X_path, **{f"X{i}": X for i, X in enumerate(Xs)})
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run(
@@ -242,7 +262,8 @@ def fit_pair(checks, timings, estimator, teacher, X, y, gpu, params, label):
     return models
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--cpu-standin",
@@ -253,11 +274,27 @@ def main():
     parser.add_argument("--trees", type=int, default=50)
     parser.add_argument("--phase1-epochs", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=2, help="epochs of phase 2")
+    parser.add_argument(
+        "--quick", action="store_true", help="the smallest real checks: 20k rows, 10 trees"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="--cpu-standin on 2,000 rows, 5 trees, seconds"
+    )
+    parser.add_argument("--output", default=None, help="markdown report with provenance")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         child(args.child)
         return 0
+    args.student = {}
+    if args.smoke:
+        args.cpu_standin = True
+        args.rows, args.trees, args.epochs = args.rows or 2000, 5, 1
+        # n_jobs=1: starting worker processes would take longer than the predictions.
+        args.student = {"body_layer_sizes": (16,), "batch_size": 256, "n_jobs": 1}
+        torch.set_num_threads(1)  # tiny nets: a second thread only adds contention
+    elif args.quick:
+        args.rows, args.trees, args.epochs = args.rows or 20_000, 10, 1
 
     start = time.perf_counter()
     has_gpu = torch.cuda.is_available()
@@ -270,30 +307,36 @@ def main():
         return 0
     gpu = "cuda" if has_gpu else "cpu"
     rows = args.rows or (200_000 if has_gpu else 20_000)
-    print("# skhydra GPU check" + ("" if has_gpu else " (CPU STAND-IN: device='cpu' as the GPU)"))
+    title = "skhydra GPU check" + ("" if has_gpu else " (CPU STAND-IN: device='cpu' as the GPU)")
+    print("# " + title)
     if has_gpu:
         props = torch.cuda.get_device_properties(0)
-        print(
-            f"device: {torch.cuda.get_device_name(0)} ({props.total_memory / 2**30:.0f} GiB), "
+        device = (
+            f"{torch.cuda.get_device_name(0)} ({props.total_memory / 2**30:.0f} GiB), "
             f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
         )
     else:
-        print("device: none (CPU stand-in)")
-    print(
-        f"torch {torch.__version__}, {os.cpu_count()} CPU cores, torch CPU threads "
-        f"{torch.get_num_threads()}, TF32 matmul "
-        f"{torch.backends.cuda.matmul.allow_tf32 if has_gpu else 'n/a'}"
-    )
+        device = "none (CPU stand-in)"
     n_fit = min(20_000, rows // 2)
     n_test = min(20_000, rows // 4)
-    print(
+    about = [
+        f"device: {device}",
+        f"TF32 matmul: {torch.backends.cuda.matmul.allow_tf32 if has_gpu else 'n/a'}",
         f"data: {rows} rows x 50 features (10 classes); {args.trees}-tree forests fitted on "
-        f"{n_fit} rows; students: phase1_epochs={args.phase1_epochs}, max_epochs={args.phase1_epochs + args.epochs}, "
-        f"augmentation 'noise' ({2 * rows} transfer rows); {n_test} held-out rows compared\n"
-    )
+        f"{n_fit} rows; students: phase1_epochs={args.phase1_epochs}, "
+        f"max_epochs={args.phase1_epochs + args.epochs}, augmentation 'noise' "
+        f"({2 * rows} transfer rows); {n_test} held-out rows compared",
+    ]
+    print("\n".join(about) + "\n")
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory(prefix="skhydra-gpu-check-") as workdir:
-        return run_checks(args, gpu, rows, n_fit, n_test, start, workdir)
+        status, body = run_checks(args, gpu, rows, n_fit, n_test, start, workdir)
+    if args.output:
+        report = header(
+            title, "benchmarks/gpu_check.py", argv, "0 (data, forests, students)", start, about
+        )
+        write_report(args.output, report + "\n" + body)
+    return status
 
 
 def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
@@ -301,12 +344,13 @@ def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
     has_gpu = gpu != "cpu"
     checks = Checks()
     timings = []
+    served = []  # (what, GPU-fitted model, rows, its outputs on them, scale of y)
     params = dict(
         phase1_epochs=args.phase1_epochs,
         max_epochs=args.phase1_epochs + args.epochs,
         random_state=0,
-        n_jobs=-1,
         cache=os.path.join(workdir, "cache"),
+        **{"n_jobs": -1, **args.student},
     )
 
     # -- classifier ------------------------------------------------------------
@@ -371,15 +415,11 @@ def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
             )
         except Exception as exc:
             checks.error("classifier: bfloat16 on the GPU", exc)
-        try:
-            served = [clf["GPU"], clf["GPU"].without_teacher()]
-            saved = predict_without_cuda(served, X_test, workdir)
-            for i, (what, model) in enumerate(
-                zip(["classifier", "classifier without_teacher()"], served, strict=True)
-            ):
-                check_served(checks, what, model, gpu_out, saved, i, 1.0)
-        except Exception as exc:
-            checks.error("classifier: pickled, predicts with CUDA hidden", exc)
+        # Served at the end, with the regressors: one CUDA-hidden process for all four.
+        served.append(("classifier", clf["GPU"], X_test, gpu_out, 1.0))
+        served.append(
+            ("classifier without_teacher()", clf["GPU"].without_teacher(), X_test, gpu_out, 1.0)
+        )
 
     # -- regressor ---------------------------------------------------------------
     print("regressor:", flush=True)
@@ -413,17 +453,28 @@ def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
             f"RMSE to the forest's mean / std(y): CPU {rmse_cpu:.4f}, GPU {rmse_gpu:.4f} "
             f"(GPU <= {TOL['fit_rmse']} x CPU + 0.01)",
         )
+        served.append(("regressor", reg["GPU"], X_test, gpu_out, scale))
+        served.append(
+            ("regressor without_teacher()", reg["GPU"].without_teacher(), X_test, gpu_out, scale)
+        )
+
+    # -- served with CUDA hidden ---------------------------------------------------
+    if served:
+        print("pickled, predicted in a process with CUDA hidden:", flush=True)
         try:
-            served = [reg["GPU"], reg["GPU"].without_teacher()]
-            saved = predict_without_cuda(served, X_test, workdir)
-            for i, (what, model) in enumerate(
-                zip(["regressor", "regressor without_teacher()"], served, strict=True)
-            ):
-                check_served(checks, what, model, gpu_out, saved, i, scale)
+            saved = predict_without_cuda(
+                [m for _, m, _, _, _ in served], [x for _, _, x, _, _ in served], workdir
+            )
+            for i, (what, model, _, outputs, scale) in enumerate(served):
+                check_served(checks, what, model, outputs, saved, i, scale)
         except Exception as exc:
-            checks.error("regressor: pickled, predicts with CUDA hidden", exc)
+            checks.error("pickled models predict with CUDA hidden", exc)
 
     # -- report --------------------------------------------------------------------
+    epochs_md = [
+        "| model | where | precision | fit s | epoch s | first epoch s | CPU epoch / this |",
+        "|---|---|---|---|---|---|---|",
+    ]
     print(
         "\nepoch times (skorch history 'dur', phase-2 median; the first epoch also moves the data; "
         "the first fit of each model also computes the teacher's predictions, cached for the "
@@ -437,6 +488,10 @@ def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
         base.setdefault((model, "CPU"), epoch if where == "CPU" else None)
         ref = base.get((model, "CPU"))
         speed = f"  CPU/this {ref / epoch:.1f}x" if ref and where != "CPU" else ""
+        epochs_md.append(
+            f"| {model} | {where} | {precision} | {fit_s:.1f} | {epoch:.2f} | {first:.2f} | "
+            f"{speed.strip().removeprefix('CPU/this ') or '–'} |"
+        )
         print(
             f"  {model:<11} {where:<4} {precision:<9} {fit_s:7.1f} {epoch:8.2f} {first:11.2f}{speed}"
         )
@@ -444,11 +499,20 @@ def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
     if has_gpu:
         checks.add("the whole check runs in under 300 s", total < 300, f"{total:.0f} s")
     failed = checks.failed
-    print(
-        f"\n{len(checks.results) - len(failed)}/{len(checks.results)} checks passed in "
+    summary = f"{len(checks.results) - len(failed)}/{len(checks.results)} checks passed in " + (
         f"{total:.0f} s" + (f"; FAILED: {'; '.join(failed)}" if failed else "")
     )
-    return 1 if failed else 0
+    print("\n" + summary)
+    body = "\n\n".join(
+        [
+            summary + ".",
+            "## Checks\n\n" + checks.markdown(),
+            "## Epoch times\n\nskorch history 'dur', phase-2 median; the first epoch also moves "
+            "the data; the first fit of each model also computes the teacher's predictions, "
+            "cached for the others.\n\n" + "\n".join(epochs_md),
+        ]
+    )
+    return (1 if failed else 0), body
 
 
 if __name__ == "__main__":

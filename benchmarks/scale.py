@@ -46,6 +46,7 @@ its uncertainty) with ``n_jobs=1`` and ``n_jobs=2``, and the forest's own
 
     python benchmarks/scale.py                  # full run, 33 min on 2 shared cores
     python benchmarks/scale.py --quick          # 50k rows, 20 trees, under a minute
+    python benchmarks/scale.py --smoke --output /tmp/s.md   # 2k rows, 5 trees, one config
     python benchmarks/scale.py --report-only    # rewrite the report from saved results
 
 The full run (without ``--quick``) writes ``benchmarks/results/scale.md``.
@@ -113,22 +114,14 @@ class RSSSampler(threading.Thread):
         return max(values) if values else float("nan")
 
 
-def machine_note():
+def memory_note():
+    """The machine's RAM (the provenance block gives the rest of the machine)."""
     try:
         with open("/proc/meminfo") as f:
             mem = int(f.readline().split()[1]) * 1024
     except OSError:
         mem = float("nan")
-    import sklearn
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"{mem / 2**30:.1f} GiB RAM, {gpu}; Python {platform.python_version()}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"scikit-learn {sklearn.__version__}, numpy {np.__version__}"
-    )
+    return f"{platform.system()} {platform.machine()}, {mem / 2**30:.1f} GiB RAM"
 
 
 def print_table(out, header, rows):
@@ -430,7 +423,9 @@ def report(args, meta, results, out):
         f"Teacher: `{forest_desc}` fitted on {meta['forest_rows']} rows in "
         f"{meta['forest_s']:.0f} s (not part of the measurement); {meta['forest_nodes']} "
         f"nodes, mean depth {meta['forest_depth']:.1f}, {meta['forest_bytes'] / 1e6:.0f} MB "
-        f"as a joblib file, accuracy {meta['forest_accuracy']:.3f} on 50k held-out rows.\n"
+        f"as a joblib file, accuracy {meta['forest_accuracy']:.3f} on "
+        f"{min(meta['forest_rows'] + 50_000, meta['settings']['rows']) - meta['forest_rows']} "
+        "held-out rows.\n"
     )
     out(
         f"Student: `HydraDistilledClassifier(forest, phase1_epochs={args.phase1_epochs}, "
@@ -617,7 +612,8 @@ def report(args, meta, results, out):
         )
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="transfer rows")
     parser.add_argument("--features", type=int, default=50)
@@ -648,22 +644,30 @@ def main():
     parser.add_argument("--output", default=None, help="markdown report (full run: results/)")
     parser.add_argument("--quick", action="store_true", help="50k rows, 20 trees, 5k rows timed")
     parser.add_argument(
+        "--smoke", action="store_true", help="2k rows, 5 trees, 500 rows timed, first config"
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="write the report from the results already in --workdir (no fitting)",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         worker(args)
         return
-    if args.quick:
+    if args.smoke:
+        args.rows, args.trees, args.forest_rows, args.repeats = 2_000, 5, 1_000, 1
+        args.n_jobs = 1  # starting worker processes would take longer than the predictions
+        args.throughput_rows = min(args.throughput_rows, 500)
+        args.configs = args.configs.split(",")[0]
+    elif args.quick:
         args.rows, args.trees, args.forest_rows = 50_000, 20, 10_000
         args.throughput_rows = min(args.throughput_rows, 5_000)
     if args.workdir is None:
         args.workdir = f"/tmp/skhydra-scale-{args.rows}-{args.trees}"
     output = args.output
-    if output is None and not args.quick:
+    if output is None and not (args.quick or args.smoke):
         output = HERE / "results" / "scale.md"
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = set(names) - set(CONFIGS)
@@ -678,28 +682,17 @@ def main():
             lines.append(text)
 
     total = time.perf_counter()
-    out(
-        f"# Scale benchmark: {args.rows} rows x {args.features} features, {args.classes} "
-        f"classes, {args.trees}-tree forest\n"
-    )
-    command = " ".join(["python benchmarks/scale.py", *sys.argv[1:]])
-    if args.report_only:
-        fitted = command.replace(" --report-only", "")
-        out(
-            f"Command: `{fitted}`; this report was written from its saved results by `{command}`.\n"
-        )
-    else:
-        out(f"Command: `{command}`\n")
-    from _provenance import COMMIT, DIRTY
+    from _provenance import COMMIT, DIRTY, header
 
     commit = f"{COMMIT}{' (with uncommitted changes)' if DIRTY else ''}"
     run_path = Path(args.workdir) / "run.json"
+    notes = [f"memory: {memory_note()}"]
     if args.report_only:
         measured = json.loads(run_path.read_text()).get("commit", "unknown (not recorded)")
-        out(f"Commit of the measurements: {measured}; of this report: {commit}\n")
-    else:
-        out(f"Commit: {commit}\n")
-    out(f"Machine: {machine_note()}. Shared with other jobs, so timings are noisy.\n")
+        notes.append(
+            f"written from saved results: the measurements were made at commit {measured} by "
+            f"the same command without --report-only"
+        )
     if args.report_only:
         meta = json.loads((Path(args.workdir) / "meta.json").read_text())
         results = [
@@ -712,14 +705,29 @@ def main():
             print(f"[{time.perf_counter() - total:.0f} s] fitting config {name}", file=sys.stderr)
             results.append(run_worker(args, name, throughput=i == 0))
             print(json.dumps(results[-1], indent=1)[:2000], file=sys.stderr, flush=True)
-    report(args, meta, results, out)
     if not args.report_only:
         run_path.write_text(json.dumps({"total_s": time.perf_counter() - total, "commit": commit}))
-    if run_path.exists():
-        out(f"Total benchmark time: {json.loads(run_path.read_text())['total_s']:.0f} s")
+    body = []
+
+    def report_line(text="", file=None):
+        if file is None:
+            body.append(text)
+
+    report(args, meta, results, report_line)
+    total_s = json.loads(run_path.read_text())["total_s"] if run_path.exists() else None
+    if total_s is not None:
+        notes.append(f"total benchmark time (fits and measurements): {total_s:.0f} s")
+    title = (
+        f"Scale benchmark: {args.rows} rows x {args.features} features, {args.classes} "
+        f"classes, {args.trees}-tree forest"
+    )
+    text = header(title, "benchmarks/scale.py", argv, "0 (data, forest, student)", total, notes)
+    text += "\nShared with other jobs, so timings are noisy.\n\n" + "\n".join(body)
+    print(text)
     if output is not None:
-        Path(output).write_text("\n".join(lines) + "\n")
-        print(f"Wrote {output}", file=sys.stderr)
+        from _provenance import write_report
+
+        write_report(output, text)
 
 
 if __name__ == "__main__":

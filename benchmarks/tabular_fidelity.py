@@ -34,6 +34,7 @@ student's fit time (teacher predictions included).
 
     python benchmarks/tabular_fidelity.py                      # every table and teacher
     python benchmarks/tabular_fidelity.py --quick              # one small table, one teacher
+    python benchmarks/tabular_fidelity.py --smoke --output /tmp/t.md   # the same, tiny fits
     python benchmarks/tabular_fidelity.py --tables ames --teachers forest
 """
 
@@ -47,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _provenance import provenance
+from _provenance import header, write_report
 from scipy.stats import spearmanr
 from sklearn.compose import make_column_selector, make_column_transformer
 from sklearn.ensemble import (
@@ -166,18 +167,19 @@ def encoder():
     )
 
 
-def teacher(kind, task, X, y, seed):
+def teacher(kind, task, X, y, seed, size=None):
+    """A fitted teacher Pipeline; ``size`` overrides its number of members."""
     clf = task == "classifier"
     if kind == "hgb_seeds":
         model = HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor
         return [
             make_pipeline(encoder(), model(max_features=0.5, random_state=seed * 10 + s)).fit(X, y)
-            for s in range(5)
+            for s in range(size or 5)
         ]
     model = {
-        "forest": (RandomForestClassifier if clf else RandomForestRegressor)(100),
-        "extra_trees": (ExtraTreesClassifier if clf else ExtraTreesRegressor)(100),
-        "bagged_trees": (BaggingClassifier if clf else BaggingRegressor)(n_estimators=50),
+        "forest": (RandomForestClassifier if clf else RandomForestRegressor)(size or 100),
+        "extra_trees": (ExtraTreesClassifier if clf else ExtraTreesRegressor)(size or 100),
+        "bagged_trees": (BaggingClassifier if clf else BaggingRegressor)(n_estimators=size or 50),
     }[kind]
     model.set_params(random_state=seed, n_jobs=2)
     return make_pipeline(encoder(), model).fit(X, y)
@@ -266,13 +268,22 @@ def main(argv=None):
     parser.add_argument("--student-params", default="{}", help="JSON dict of student parameters")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="attrition, forest, 1 repeat")
+    parser.add_argument(
+        "--smoke", action="store_true", help="attrition, forest, 1 repeat, a tiny student"
+    )
     parser.add_argument("--output", default=None, help="markdown report (default: results/)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tables, teachers = args.tables.split(","), args.teachers.split(",")
-    if args.quick:
-        tables, teachers, args.repeats = ["attrition"], ["forest"], 1
     params = json.loads(args.student_params)
+    if args.quick or args.smoke:
+        tables, teachers, args.repeats = ["attrition"], ["forest"], 1
+    size = 10 if args.smoke else None  # members of each teacher (None: the defaults)
+    if args.smoke:
+        params = {"body_layer_sizes": [16], "phase1_epochs": 2, "max_epochs": 4, **params}
+    for key in ("body_layer_sizes", "head_layer_sizes"):
+        if isinstance(params.get(key), list):
+            params[key] = tuple(params[key])
     start = time.perf_counter()
     results = []
     for name in tables:
@@ -280,7 +291,7 @@ def main(argv=None):
             runs = []
             for seed in range(args.repeats):
                 X_tr, X_te, X_ood, y_tr, y_te, task = load(name, seed)
-                ens = teacher(kind, task, X_tr, y_tr, seed)
+                ens = teacher(kind, task, X_tr, y_tr, seed, size)
                 Student = (
                     HydraDistilledClassifier if task == "classifier" else HydraDistilledRegressor
                 )
@@ -297,16 +308,17 @@ def main(argv=None):
                 print(json.dumps({"table": name, "teacher": kind, "seed": seed, **row}), flush=True)
             results.append({"table": name, "teacher": kind, "task": task, "runs": runs})
     lines = [
-        "# Tabular fidelity: tree teachers and their students",
-        "",
-        provenance(
+        header(
+            "Tabular fidelity: tree teachers and their students",
             "benchmarks/tabular_fidelity.py",
             sys.argv[1:] if argv is None else argv,
             list(range(args.repeats)),
             start,
-        ),
-        f"- student parameters: {params or 'defaults'}",
-        "",
+            extra=[
+                f"student parameters: {params or 'defaults'}",
+                f"teacher members: {size or 'defaults (100 trees, 50 bagged, 5 boosted)'}",
+            ],
+        )
     ]
     for task in ("classifier", "regressor"):
         rows = [r for r in results if r["task"] == task]
@@ -315,11 +327,11 @@ def main(argv=None):
     report = "\n".join(lines)
     print(report)
     output = args.output
-    if output is None and not args.quick:
+    if output is None and not (args.quick or args.smoke):
         output = HERE / "results" / "tabular_fidelity.md"
     if output is not None:
-        Path(output).write_text(report + "\n")
-        Path(output).with_suffix(".json").write_text(json.dumps(results, indent=1))
+        write_report(output, report)
+        Path(output).with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._classifier import HydraDistilledClassifier
+from ._onnx import onnx_inputs, to_onnx
+from ._persist import dump, load
 from ._regressor import HydraDistilledRegressor
 from .uncertainty import predict_uncertainty
 
@@ -15,5 +17,9 @@ __all__ = [
     "HydraDistilledClassifier",
     "HydraDistilledRegressor",
     "__version__",
+    "dump",
+    "load",
+    "onnx_inputs",
     "predict_uncertainty",
+    "to_onnx",
 ]

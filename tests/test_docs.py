@@ -19,7 +19,19 @@ PACKAGE = ROOT / "skhydra"
 DOCS = ROOT / "docs"
 MODULES = [
     "skhydra",
-    *(f"skhydra.{m}" for m in ["ensembles", "metrics", "plotting", "uncertainty", "nn", "losses"]),
+    *(
+        f"skhydra.{m}"
+        for m in [
+            "ensembles",
+            "metrics",
+            "plotting",
+            "uncertainty",
+            "nn",
+            "losses",
+            "conformal",
+            "card",
+        ]
+    ),
 ]
 
 # Directives that document one object by its (possibly relative) name.
