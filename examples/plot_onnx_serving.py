@@ -1,7 +1,7 @@
 """
-======================================
+=======================================
 Serve a student's uncertainty with ONNX
-======================================
+=======================================
 
 :func:`skhydra.to_onnx` exports a fitted student as one ONNX graph that gives
 the label, the class probabilities and the ``total``, ``aleatoric`` and

@@ -97,13 +97,13 @@ class ConformalClassifier(ClassifierMixin, _BaseConformal):
         The estimator's classes, the columns of :meth:`predict_set`.
     quantile_ : float
         Conformal quantile of the calibration scores.
-    conformity_scores_ : ndarray of shape (n_calibration_,)
+    conformity_scores_ : ndarray of shape (n_calibration,)
         Scores of the calibration rows' true labels, in their order.
     n_calibration_ : int
         Number of calibration rows.
     n_features_in_ : int
         Number of features of the estimator, when it records them.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features_in,)
         Feature names of the estimator, when it records them.
 
     See Also

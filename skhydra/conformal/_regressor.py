@@ -75,13 +75,13 @@ class ConformalRegressor(RegressorMixin, _BaseConformal):
         Conformal quantile of the calibration scores: the interval's
         half-width in units of the std (``"normalized"``) or of ``y``
         (``"absolute"``).
-    conformity_scores_ : ndarray of shape (n_calibration_,)
+    conformity_scores_ : ndarray of shape (n_calibration,)
         Scores of the calibration rows, in their order.
     n_calibration_ : int
         Number of calibration rows.
     n_features_in_ : int
         Number of features of the estimator, when it records them.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features_in,)
         Feature names of the estimator, when it records them.
 
     See Also
