@@ -103,6 +103,7 @@ JOBS = [
         quick=["--quick", "--configs", "budget,none"],
     ),
     Job("onnx_serving", "onnx_serving.py"),
+    Job("conformal_coverage", "conformal_coverage.py"),
     Job("gpu_check", "gpu_check.py", needs_cuda=True),
 ]
 

@@ -17,6 +17,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 #: Script -> extra arguments of its smoke test.
 SMOKE = {
+    "conformal_coverage.py": [],
     "cost.py": [],
     "digits_cnn.py": [],
     "digits_ood.py": [],
