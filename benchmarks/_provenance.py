@@ -27,8 +27,18 @@ def _git_state():
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip()
         # Pathspecs are relative to the working directory: run from the repository root.
+        # Results and logs are what runs write, not code: a run (or run_all, which
+        # writes each script's log first) does not make the next run's code "changed".
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "skhydra", "benchmarks"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--",
+                "skhydra",
+                "benchmarks",
+                ":(exclude)benchmarks/results",
+            ],
             capture_output=True,
             text=True,
             cwd=ROOT,
