@@ -404,7 +404,7 @@ def findings(results, tuned):
             f"* Tuning: the setting with the highest mean ρ on the validation splits is "
             f'"{best}" ({cell([r.get("rho") for r in tuned[best]])}).'
         )
-    return "### Findings, generated from this run\n\n" + "\n".join(lines)
+    return "## Findings, generated from this run\n\n" + "\n".join(lines)
 
 
 def save_plot(path, ref, hydra_row, X_te, sets):
@@ -556,7 +556,7 @@ def main(argv=None):
         tuned = run_tune(tune_seeds, mode)
         tune_s = time.perf_counter() - t_tune
         tune_md = (
-            f"### Choice of the student's settings (`--tune`, Hydra, {len(tune_seeds)} inner "
+            f"## Choice of the student's settings (`--tune`, Hydra, {len(tune_seeds)} inner "
             f"validation split{'s' * (len(tune_seeds) > 1)}, mean ± s.e., {tune_s:.0f} s)\n\n"
             + table(tuned, MAIN_COLUMNS[:-1])
         )
@@ -598,7 +598,7 @@ def main(argv=None):
     p = {name: rows[0]["params"] for name, rows in results.items()}
     teacher_p, kd_p, hydra_p = p[TEACHER_NAME], p[KD_NAME], p[HYDRA_NAME]
     params_md = (
-        "### Parameters\n\n"
+        "## Parameters\n\n"
         "| teacher (5 CNNs) | one CNN | KD (1 head) | Hydra (5 heads) | Hydra / KD | "
         "Hydra / teacher |\n|---|---|---|---|---|---|\n"
         f"| {teacher_p} | {teacher_p // N_MEMBERS} | {kd_p} | {hydra_p} | "
@@ -607,7 +607,7 @@ def main(argv=None):
         f"(+{100 * (hydra_p / kd_p - 1):.1f}% over KD for {N_MEMBERS - 1} extra heads)."
     )
     kd_md = (
-        "### KD's own temperature and schedule (validation NLL, a quarter of each training "
+        "## KD's own temperature and schedule (validation NLL, a quarter of each training "
         "split, teacher retrained on the rest)\n\n"
         + _kd.tuning_table(choices)
         + "\n\nChosen per split: "
@@ -622,9 +622,9 @@ def main(argv=None):
         part
         for part in (
             intro,
-            "### Teacher vs KD vs Hydra (in-domain test split, OOD AUROC from epistemic "
+            "## Teacher vs KD vs Hydra (in-domain test split, OOD AUROC from epistemic "
             "uncertainty)\n\n" + table(results, MAIN_COLUMNS),
-            "### Fidelity per set, and OOD AUROC from the total uncertainty\n\n"
+            "## Fidelity per set, and OOD AUROC from the total uncertainty\n\n"
             + table(results, DETAIL_COLUMNS),
             findings(results, tuned),
             params_md,

@@ -67,6 +67,9 @@ def check_report(path, script):
         assert line.startswith(start), (line, start)
     assert f"benchmarks/{script} --smoke" in block[0]
     assert "\n|---" in text, "no markdown table in the report"
+    # docs/benchmarks.md includes reports two levels down: one title, then "##" sections.
+    headings = [line.split(" ")[0] for line in lines if line.startswith("#")]
+    assert headings[0] == "#" and set(headings[1:]) <= {"##"}, headings
     return text
 
 
