@@ -46,10 +46,13 @@ REGRESSION = {
     "absolute residual": dict(score="absolute"),
 }
 CLASSIFICATION = {
-    "APS, randomised": dict(score="aps", randomized=True, random_state=0),
+    "APS, randomised": dict(score="aps", randomized=True),
     "APS, deterministic": dict(score="aps", randomized=False),
     "LAC": dict(score="lac"),
 }
+#: Methods whose coverage is at least the level by design, not close to it: deterministic
+#: APS sets are the smallest top-k sets holding the calibrated mass, never empty.
+CONSERVATIVE = {"APS, deterministic"}
 
 
 def table(header, rows):
@@ -128,7 +131,11 @@ def classification_case(trees, n_train, student_params, repeats, seed):
     rows = []
     for name, params in CLASSIFICATION.items():
         coverages, sizes = [], []
-        for calib, test in splits(len(rest), repeats, seed + 1):
+        for i, (calib, test) in enumerate(splits(len(rest), repeats, seed + 1)):
+            # A new draw of the randomised scores per split: their randomness is part of
+            # what the coverage averages over.
+            if params.get("randomized"):
+                params = {**params, "random_state": seed + 1 + i}
             wrapper = ConformalClassifier(student, confidence_level=LEVEL, **params)
             sets = wrapper.fit(X_rest[calib], y_rest[calib]).predict_set(X_rest[test])
             index = np.searchsorted(student.classes_, y_rest[test])
@@ -142,11 +149,20 @@ def classification_case(trees, n_train, student_params, repeats, seed):
 def findings(results):
     """Sentences generated from the tables: the coverage target and the width comparison."""
     lines = []
-    worst = max(float(r[2]) for rows, _ in results.values() for r in rows)
+    rows = [r for rows, _ in results.values() for r in rows]
+    worst = max(float(r[2]) for r in rows if r[0] not in CONSERVATIVE)
     lines.append(
-        f"- Largest distance of a mean coverage from the level {LEVEL}: {worst:.4f} "
-        f"({'within' if worst <= 0.02 else 'outside'} the 0.02 the issue asks for)."
+        f"- Largest distance of a mean coverage from the level {LEVEL}, methods meant to be "
+        f"tight: {worst:.4f} ({'within' if worst <= 0.02 else 'outside'} the 0.02 the issue "
+        "asks for)."
     )
+    for r in rows:
+        if r[0] in CONSERVATIVE:
+            coverage = float(r[1].split(" ")[0])
+            lines.append(
+                f"- {r[0]} (conservative by design) covers {coverage:.4f}: "
+                f"{'at least' if coverage >= LEVEL else 'below'} the level."
+            )
     for case in ("heteroscedastic", "concrete"):
         if case not in results:
             continue
