@@ -95,3 +95,10 @@ def write_report(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + "\n")
     print(f"wrote {path}", flush=True)
+
+
+def table(header, rows):
+    """A markdown table: a header row, then ``rows`` (cells printed with ``str``)."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,5 +1,7 @@
 """Means, standard errors and the comparisons a report may state."""
 
+import time
+
 import numpy as np
 
 
@@ -65,3 +67,14 @@ def sentence(metric, name_a, a, name_b, b, lower_is_better, digits=3):
     if verdict == "untested":
         return f"{metric}: {pair} (one split: no standard error, nothing concluded)"
     return f"{metric}: {pair} (not comparable)"
+
+
+def median_times(jobs, repeats):
+    """Median seconds of each job, the jobs interleaved per repeat."""
+    times = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, fn in jobs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}

@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 import torch
-from _provenance import provenance, write_report
+from _provenance import provenance, table, write_report
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
@@ -53,12 +53,6 @@ CLASSIFICATION = {
 #: Methods whose coverage is at least the level by design, not close to it: deterministic
 #: APS sets are the smallest top-k sets holding the calibrated mass, never empty.
 CONSERVATIVE = {"APS, deterministic"}
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def heteroscedastic(n, rng):

@@ -36,7 +36,8 @@ import warnings
 
 import numpy as np
 import torch
-from _provenance import header, write_report
+from _provenance import header, table, write_report
+from _stats import median_times
 from sklearn.datasets import make_classification
 from sklearn.ensemble import (
     BaggingClassifier,
@@ -57,23 +58,6 @@ MB = 1e6
 #: Overrides of every student's settings (``--smoke`` makes them tiny).
 SMALL_STUDENT = {}
 RANKS = {"auto": "auto", "full": None}
-
-
-def median_times(jobs, repeats):
-    """Median seconds of each job, the jobs interleaved per repeat."""
-    times = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, fn in jobs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def student(teacher, X, head_rank="auto", **params):

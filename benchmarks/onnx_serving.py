@@ -43,7 +43,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from _provenance import provenance, write_report
+from _provenance import provenance, table, write_report
+from _stats import median_times
 from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
@@ -156,23 +157,6 @@ def session(path, threads):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def median_times(jobs, repeats):
-    """Median seconds of each job, the jobs interleaved per repeat."""
-    times = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, fn in jobs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def check_graphs(paths, forest, student, X):
