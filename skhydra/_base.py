@@ -504,18 +504,31 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
     def __sklearn_clone__(self):
         # A fitted ensemble is shared, not cloned: searches and cross-validation
         # reuse it instead of refitting (or unfitting) the teacher.
-        params = self.get_params(deep=False)
-        ensemble = params.pop("ensemble")
-        try:
-            keep = ensemble is not None and is_fitted(ensemble)
-        except ValueError:
-            keep = False
-        params = {k: clone(v, safe=False) for k, v in params.items()}
-        params["ensemble"] = ensemble if keep else clone(ensemble, safe=False)
-        return type(self)(**params)
+        def keep(ensemble):
+            try:
+                return ensemble is not None and is_fitted(ensemble)
+            except ValueError:
+                return False
+
+        return clone_sharing(self, "ensemble", keep)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = self._teacher_takes_nan()
         tags.input_tags.sparse = False
         return tags
+
+
+def clone_sharing(estimator, name, keep):
+    """``clone(estimator)``, except that parameter ``name`` is shared when ``keep(value)``.
+
+    The ``__sklearn_clone__`` of meta-estimators around a fitted model (the
+    students' ``ensemble``, the conformal wrappers' ``estimator``): the fitted
+    model is used as it is, never refit, so clones share it rather than copy
+    it; every other parameter is cloned as :func:`sklearn.base.clone` does.
+    """
+    params = estimator.get_params(deep=False)
+    shared = params.pop(name)
+    params = {k: clone(v, safe=False) for k, v in params.items()}
+    params[name] = shared if keep(shared) else clone(shared, safe=False)
+    return type(estimator)(**params)

@@ -7,7 +7,6 @@ import numpy as np
 from sklearn.base import (
     BaseEstimator,
     MetaEstimatorMixin,
-    clone,
 )
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
@@ -15,6 +14,8 @@ from sklearn.utils.validation import (
     check_array,
     check_is_fitted,
 )
+
+from .._base import clone_sharing
 
 #: Floor of the normalising standard deviation (the one MAPIE's StdConformityScore uses),
 #: so that a row with zero predicted spread gives a finite score.
@@ -119,16 +120,14 @@ class _BaseConformal(MetaEstimatorMixin, BaseEstimator):
     def __sklearn_clone__(self):
         # A fitted estimator is shared, not cloned: it is never refit or mutated,
         # and a clone of an unfitted copy could not be calibrated.
-        params = self.get_params(deep=False)
-        estimator = params.pop("estimator")
-        try:
-            check_is_fitted(estimator)
-            keep = True
-        except (NotFittedError, TypeError):
-            keep = False
-        params = {key: clone(value, safe=False) for key, value in params.items()}
-        params["estimator"] = estimator if keep else clone(estimator, safe=False)
-        return type(self)(**params)
+        def keep(estimator):
+            try:
+                check_is_fitted(estimator)
+            except (NotFittedError, TypeError):
+                return False
+            return True
+
+        return clone_sharing(self, "estimator", keep)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
