@@ -32,6 +32,7 @@ from sklearn.utils.validation import (
 
 from ._body import BodyParamsMixin, make_body
 from ._progress import row_progress
+from ._rows import OutOfCoreRows, is_out_of_core
 from ._storage import RowStore, parse_bytes
 from ._targets import assign_heads, collect_targets
 from ._training import RESERVED_SKORCH_PARAMS, train_two_phase
@@ -51,6 +52,10 @@ __all__ = ["BaseHydra", "resolve_device"]
 
 #: Rows per forward pass at prediction time.
 PREDICT_ROWS = 4096
+
+#: Rows of an out-of-core transfer set (a memmap, zarr or Dask array) that the synthetic rows
+#: are drawn around: all of them up to this many, a random sample beyond.
+AUGMENT_SAMPLE_ROWS = 100_000
 
 
 def resolve_device(device):
@@ -88,6 +93,16 @@ def resolve_device(device):
             f"{torch.cuda.device_count()} (cuda:0 to cuda:{torch.cuda.device_count() - 1})."
         )
     return device
+
+
+def _check_block(rows, start, allow_nan):
+    """The finite check of a block of rows read from disk at prediction time."""
+    if np.isinf(rows).any() or (not allow_nan and np.isnan(rows).any()):
+        raise ValueError(
+            f"Input X contains NaN or infinity (in the rows from row {start})."
+            if not allow_nan
+            else f"Input X contains infinity (in the rows from row {start})."
+        )
 
 
 def _writable(X):
@@ -151,18 +166,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         X_student = self._student_rows(teacher, X_teacher)
         n_heads = self._check_heads(teacher)
         rng = np.random.default_rng(options.seed)
-        synthetic = augment(
-            teacher,
-            X_teacher,
-            X_student,
-            self.augmentation,
-            self.augmentation_factor,
-            self.noise_scale,
-            rng,
-            n_jobs=self.n_jobs,
-            cache=options.cache,
-            verbose=self.verbose,
-        )
+        synthetic = self._synthetic_rows(teacher, X_teacher, X_student, rng, options.cache)
         observed = y if self._learns_from_y else None
         transfer = build_transfer_set(X_teacher, X_student, observed, sample_weight, synthetic)
         rank = self._matches_by_rank(teacher)
@@ -172,7 +176,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 self._prediction_chunks(teacher, transfer, options.cache),
                 len(transfer),
                 "Teacher labels",
-                self.verbose,
+                self._bar_verbosity(),
             )
             # The encoding may depend on the teacher's first predictions (the regressor's
             # target scale without y): it sees the first chunk, which is then stored too.
@@ -218,7 +222,9 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
 
     def _validate_fit_data(self, X, y, sample_weight):
         ensemble = unwrap_frozen(self.ensemble)
-        if isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None:
+        if self._reads_blocks(X, ensemble):
+            X = self._validate_out_of_core(X, ensemble)
+        elif isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None:
             # The Pipeline's own steps validate the raw rows.
             validate_data(self, X, skip_check_array=True)
         else:
@@ -234,6 +240,44 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
         return X, y, sample_weight
+
+    def _reads_blocks(self, X, ensemble):
+        """Whether fit reads ``X`` from disk block by block.
+
+        Zarr and Dask arrays always are (or are refused with the reason). A
+        memmap is also an ndarray: it is read whole, as any estimator reads
+        it, where the ensemble must be fitted on it or preprocesses it.
+        """
+        if not is_out_of_core(X):
+            return False
+        if not isinstance(X, np.memmap):
+            return True
+        fitted = self.ensemble is not None and is_fitted(self.ensemble)
+        preprocessed = isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None
+        return fitted and not preprocessed
+
+    def _validate_out_of_core(self, X, ensemble):
+        """Check a transfer set on disk in one pass over its rows; read it block by block."""
+        what = type(X).__module__.partition(".")[0]
+        what = "memmap" if isinstance(X, np.memmap) else f"{what} array"
+        if isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None:
+            raise ValueError(
+                f"X is a {what}, read from disk block by block, but the ensemble has "
+                "preprocessing steps, which take X whole; write the preprocessed rows to disk "
+                "(e.g. block by block into a numpy.memmap) and pass the ensemble's last step."
+            )
+        if self.ensemble is None or not is_fitted(self.ensemble):
+            raise ValueError(
+                f"X is a {what}, read from disk block by block, but the ensemble is not "
+                "fitted; fitting it would load X whole. Fit the ensemble first (on a sample "
+                "that fits in memory) and pass it fitted."
+            )
+        if not (np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)):
+            raise ValueError(f"X is a {what} of dtype {X.dtype}; the student takes numbers.")
+        validate_data(self, X, skip_check_array=True)
+        X = OutOfCoreRows(X)
+        X.scan(allow_nan=self._teacher_takes_nan())
+        return X
 
     def _fit_teacher(self, X, y, sample_weight):
         ensemble = self._default_ensemble() if self.ensemble is None else self.ensemble
@@ -254,6 +298,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         return accepts_nan(self._default_ensemble() if self.ensemble is None else self.ensemble)
 
     def _student_rows(self, teacher, X_teacher):
+        if isinstance(X_teacher, OutOfCoreRows):
+            return X_teacher  # checked in one pass by _validate_out_of_core
         X_student = self._student_array(X_teacher, teacher.allows_nan)
         if teacher.n_features_in_ is not None and teacher.n_features_in_ != X_student.shape[1]:
             raise ValueError(
@@ -289,6 +335,31 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         equal = teacher.weights is None or np.allclose(teacher.weights, teacher.weights[0])
         return teacher.tree_based and equal
 
+    def _synthetic_rows(self, teacher, X_teacher, X_student, rng, cache):
+        """The transfer set's synthetic rows (``augmentation``), in the student's input space."""
+        adds_rows = self.augmentation is not None and teacher.labels_new_rows
+        if isinstance(X_student, OutOfCoreRows) and adds_rows:
+            # Rows on disk: the synthetic rows (in memory) are drawn around a bounded sample.
+            X_teacher = X_student = X_student.sample(AUGMENT_SAMPLE_ROWS, rng)
+        return augment(
+            teacher,
+            X_teacher,
+            X_student,
+            self.augmentation,
+            self.augmentation_factor,
+            self.noise_scale,
+            rng,
+            n_jobs=self.n_jobs,
+            cache=cache,
+            verbose=self._bar_verbosity(),
+        )
+
+    def _bar_verbosity(self):
+        """``verbose`` for the progress bars of fit: the main process only under Accelerate."""
+        if self.accelerator is None or self.accelerator.is_main_process:
+            return self.verbose
+        return 0
+
     def _prediction_chunks(self, teacher, transfer, cache):
         """The teacher's prediction chunks over the real rows, then the synthetic ones."""
         offset = 0
@@ -306,12 +377,17 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             else None
         )
         n_train = len(transfer) if valid_index is None else int(np.sum(~valid_index))
-        real = transfer.X[: transfer.n_real]
-        loc, scale = input_scaling(real, self.input_scaling)
         # Tables whose teacher takes NaN: learned fills, and indicators for the
         # features missing in the real rows.
-        takes_nan = teacher.allows_nan and real.ndim == 2
-        missing = np.flatnonzero(np.isnan(real).any(axis=0)) if takes_nan else None
+        takes_nan = teacher.allows_nan and transfer.X.ndim == 2
+        if isinstance(transfer.X, np.ndarray):
+            real = transfer.X[: transfer.n_real]
+            loc, scale = input_scaling(real, self.input_scaling)
+            missing = np.flatnonzero(np.isnan(real).any(axis=0)) if takes_nan else None
+        else:  # rows on disk: what the pass of _validate_out_of_core found
+            statistics = transfer.X.first.statistics
+            loc, scale = statistics.scaling(self.input_scaling)
+            missing = statistics.missing if takes_nan else None
         devices = [torch.device(options.device).index or 0] if "cuda" in options.device else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(options.seed)
@@ -424,6 +500,15 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
     def _student_input(self, X):
         check_is_fitted(self)
         allow_nan = self.teacher_.allows_nan
+        if is_out_of_core(X) and self.teacher_.preprocessor is None:
+            validate_data(self, X, reset=False, skip_check_array=True)
+            X = OutOfCoreRows(X)
+            if X.shape[1:] != self.input_shape_:
+                raise ValueError(
+                    f"X has rows of shape {X.shape[1:]}, but the student was fitted on rows "
+                    f"of shape {self.input_shape_}."
+                )
+            return X  # read and checked block by block (_head_outputs)
         if self.teacher_.preprocessor is not None:
             validate_data(self, X, reset=False, skip_check_array=True)
             return self._student_array(self.teacher_.transform(X), allow_nan)
@@ -452,8 +537,10 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             module.eval()
             with torch.inference_mode(), autocast:
                 for start in range(0, len(X), PREDICT_ROWS):
-                    block = torch.as_tensor(X[start : start + PREDICT_ROWS], device=device)
-                    yield module(block).float().cpu()
+                    rows = X[start : start + PREDICT_ROWS]
+                    if isinstance(X, OutOfCoreRows):
+                        _check_block(rows, start, self.teacher_.allows_nan)
+                    yield module(torch.as_tensor(rows, device=device)).float().cpu()
 
         return blocks()
 

@@ -314,8 +314,11 @@ PARAMS = [
         [Integral, None],
         """n_jobs : int, default=None
         Members predict in parallel over ``n_jobs`` joblib workers (threads,
-        or the backend set with :func:`joblib.parallel_config`, e.g. dask or
-        ray). ``None`` means 1, ``-1`` all processors.""",
+        or the backend set with :func:`joblib.parallel_config`). ``None``
+        means 1 unless a ``joblib.parallel_config`` context sets it, ``-1``
+        all processors. Under joblib's dask backend the teacher's predictions
+        go to the cluster's workers by blocks of rows (every worker, unless
+        ``n_jobs=1``).""",
     ),
     Param(
         "device",
@@ -349,8 +352,12 @@ PARAMS = [
         Train the student through Hugging Face Accelerate (skorch's
         :class:`~skorch.hf.AccelerateMixin`), e.g. on several GPUs or nodes
         with ``accelerate launch``: each process trains on its own share of
-        every epoch's rows. ``device`` is then ignored; the accelerator's
-        device is used.""",
+        every epoch's rows, and one optimiser step uses ``num_processes *
+        batch_size`` rows. ``device`` is then ignored; the accelerator's
+        device is used. With several processes, set ``random_state`` to an
+        int (every process must draw the same validation split and synthetic
+        rows), and on machines without GPUs pass ``Accelerator(cpu=True)``.
+        See the scaling-out page of the documentation.""",
     ),
     Param(
         "callbacks",

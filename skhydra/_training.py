@@ -14,12 +14,15 @@ and the net overrides :meth:`HydraNet.infer` for bfloat16 autocast.
 """
 
 import copy
+import os
+import warnings
 
 import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 from skorch.helper import predefined_split
+from skorch.utils import to_device
 
 from ._data import TransferDataset, batch_loader
 from ._progress import EpochProgress, progress_sink
@@ -66,10 +69,38 @@ class HydraNet(NeuralNet):
     def infer(self, x, **fit_params):
         if self.precision != "bfloat16":
             return super().infer(x, **fit_params)
-        device_type = torch.device(self.device or "cpu").type
-        with torch.autocast(device_type, dtype=torch.bfloat16):
+        with torch.autocast(self._compute_device().type, dtype=torch.bfloat16):
             out = super().infer(x, **fit_params)
         return out.float()
+
+    def _compute_device(self):
+        return torch.device(self.device or "cpu")
+
+
+class _TrainablePrepared:
+    """An ``accelerate.Accelerator`` that prepares only modules with trainable parameters.
+
+    skorch prepares the criterion too, and Accelerate wraps every module in
+    ``DistributedDataParallel`` on several CPU processes (on GPUs it skips
+    modules without trainable parameters), which refuses a module without
+    any. Such a module is only moved to the accelerator's device here.
+    Everything else is the wrapped accelerator's.
+    """
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def __getattr__(self, name):
+        if name == "accelerator":  # not set yet: a copy being built
+            raise AttributeError(name)
+        return getattr(self.accelerator, name)
+
+    def prepare(self, *args, **kwargs):
+        if len(args) == 1 and isinstance(args[0], torch.nn.Module):
+            module = args[0]
+            if not any(p.requires_grad for p in module.parameters()):
+                return module.to(self.accelerator.device)
+        return self.accelerator.prepare(*args, **kwargs)
 
 
 def _accelerated_net_class():
@@ -80,13 +111,24 @@ def _accelerated_net_class():
 
         Only training batches are sharded across processes: every process
         evaluates all validation rows, so early stopping decides the same
-        epoch on all of them.
+        epoch on all of them. The module stays wrapped (e.g. in
+        ``DistributedDataParallel``) after training, so that early stopping
+        restores the best weights into the module it saved them from; the
+        caller unwraps it.
         """
 
         def get_iterator(self, dataset, training=False):
             if training:
                 return super().get_iterator(dataset, training=True)
             return HydraNet.get_iterator(self, dataset, training=False)
+
+        def validation_step(self, batch, **fit_params):
+            # Validation batches are not sharded, so Accelerate does not move them.
+            batch = to_device(batch, self.accelerator.device)
+            return super().validation_step(batch, **fit_params)
+
+        def _compute_device(self):
+            return self.accelerator.device
 
     return AcceleratedHydraNet
 
@@ -119,6 +161,40 @@ def _fused_adamw(device):
 
 def _silent(*args, **kwargs):
     """A print sink that prints nothing (verbose=0 under Accelerate)."""
+
+
+def _check_processes_agree(accelerator, seed, n_rows):
+    """Refuse to train when the processes of a distributed launch hold different data.
+
+    Also warn when the launcher started several processes (``WORLD_SIZE``, set by
+    torchrun and ``accelerate launch``) but the accelerator runs on one: without
+    GPUs, ``Accelerator()`` does not join the others unless given ``cpu=True``.
+
+    Every process draws the synthetic rows, the validation split and the
+    shuffling from ``seed``: processes with different seeds (``random_state=None``)
+    or different rows would stop early at different epochs, and the first to stop
+    would leave the others waiting forever in a gradient exchange.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes == 1 and launched > 1:
+        warnings.warn(
+            f"{launched} processes were launched, but the accelerator trains on one "
+            "process: each process trains its own student on all the rows. On machines "
+            "without GPUs, pass Accelerator(cpu=True) to train across the processes.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if accelerator.num_processes == 1:
+        return
+    mine = torch.tensor([[seed, n_rows]], dtype=torch.int64, device=accelerator.device)
+    every = accelerator.gather(mine).cpu()
+    if (every != every[0]).any():
+        seeds, rows = every[:, 0].tolist(), every[:, 1].tolist()
+        raise ValueError(
+            f"The {accelerator.num_processes} training processes do not fit the same "
+            f"transfer set (seeds {seeds}, rows {rows}); with several processes, set "
+            "random_state to an int and pass every process the same X."
+        )
 
 
 def _on_device(dataset, device):
@@ -201,6 +277,8 @@ def train_two_phase(
         A trained net holding ``module``, its history holding both phases,
         on ``device`` (the accelerator's device with ``accelerator``).
     """
+    if accelerator is not None:
+        _check_processes_agree(accelerator, seed, len(X))
     generator = torch.Generator().manual_seed(seed)
     if valid_index is None:
         train_rows, valid_rows = None, None
@@ -230,7 +308,9 @@ def train_two_phase(
     if accelerator is not None:
         net_class = _accelerated_net_class()
         sink = getattr(accelerator, "print", print)
-        params.update(accelerator=accelerator, device=None)
+        params.update(
+            accelerator=_TrainablePrepared(accelerator), device=None, unwrap_after_train=False
+        )
         params["callbacks__print_log__sink"] = sink if verbose else _silent
         placement = "cpu"  # Accelerate's loaders move the batches
     else:
@@ -268,6 +348,8 @@ def train_two_phase(
             net.history = history
         if epochs > 0:
             net.partial_fit(train)
+        if accelerator is not None:
+            net.module_ = accelerator.unwrap_model(net.module_, keep_fp32_wrapper=False)
         return net
 
     if phase1_epochs:
@@ -289,7 +371,8 @@ def _served(net, params, accelerator):
     accelerator's device, which pickles and predicts without Accelerate.
     """
     if accelerator is not None:
-        params = {k: v for k, v in params.items() if k not in ("accelerator", "device")}
+        dropped = ("accelerator", "device", "unwrap_after_train")
+        params = {k: v for k, v in params.items() if k not in dropped}
         params.pop("callbacks__print_log__sink", None)
         served = HydraNet(module=net.module_, device=str(accelerator.device), **params)
         served.initialize()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ._progress import row_progress
+from ._rows import ConcatRows
 from .uncertainty import teacher_uncertainty
 
 __all__ = [
@@ -159,7 +160,8 @@ def augment(
 ):
     """The synthetic rows of the transfer set, per the ``augmentation`` parameter.
 
-    ``kind="auto"`` decides by the teacher: ``"noise"``, except for tree
+    ``kind="auto"`` decides by the teacher: no rows for a teacher that
+    cannot label new rows (precomputed member predictions), ``"noise"``, except for tree
     ensembles on tables (2-D ``X`` of at least 2 rows), whose members agree on
     their training rows far more than on new ones. For those: rows in the data's
     neighbourhoods (MUNGE), where a new row from the data would fall, and the
@@ -188,6 +190,15 @@ def augment(
     ndarray of shape (n_new, ...)
         Synthetic rows in the student's input space.
     """
+    if not teacher.labels_new_rows:
+        if kind not in ("auto", None):
+            raise ValueError(
+                f"augmentation={kind!r} needs a teacher that labels new rows, but the "
+                "teacher's predictions were computed beforehand for the transfer rows only; "
+                "use augmentation=None (or 'auto', which adds no rows for such a teacher), or "
+                "compute the members' predictions for synthetic rows too and pass them as rows."
+            )
+        return X_student[:0]
     if kind != "auto":
         return synthetic_rows(X_student, kind, factor, noise_scale, rng)
     if not teacher.tree_based or X_student.ndim != 2 or len(X_student) < 2:
@@ -219,8 +230,9 @@ class TransferSet:
 
     Attributes
     ----------
-    X : ndarray of shape (n_rows, ...), float32
-        Student inputs: the real rows, then the synthetic ones.
+    X : ndarray of shape (n_rows, ...), float32, or ConcatRows
+        Student inputs: the real rows, then the synthetic ones (a
+        :class:`~skhydra._rows.ConcatRows` when the real rows are on disk).
     teacher_parts : tuple
         The same rows as the teacher's members take them: the real rows (the
         user's container, after the teacher's preprocessing) and the
@@ -262,8 +274,9 @@ def build_transfer_set(X_teacher, X_student, y, sample_weight, synthetic):
     ----------
     X_teacher : array-like or DataFrame of shape (n_samples, n_features)
         The real rows as the members take them.
-    X_student : ndarray of shape (n_samples, ...), float32
-        The real rows as the student takes them.
+    X_student : ndarray of shape (n_samples, ...), float32, or OutOfCoreRows
+        The real rows as the student takes them (rows on disk are not copied:
+        the transfer set's ``X`` is then a :class:`~skhydra._rows.ConcatRows`).
     y : ndarray of shape (n_samples,) or None
     sample_weight : ndarray of shape (n_samples,) or None
     synthetic : ndarray of shape (n_new, ...), float32
@@ -278,8 +291,12 @@ def build_transfer_set(X_teacher, X_student, y, sample_weight, synthetic):
     synthetic_for_teacher = like(synthetic, X_teacher)
     if y is not None:
         y = np.concatenate([np.asarray(y, dtype=np.float64), np.full(n_new, np.nan)])
+    if not isinstance(X_student, np.ndarray):  # rows on disk stay there
+        X = ConcatRows(X_student, synthetic)
+    else:
+        X = np.concatenate([X_student, synthetic]) if n_new else X_student
     return TransferSet(
-        X=np.concatenate([X_student, synthetic]) if n_new else X_student,
+        X=X,
         teacher_parts=(X_teacher, synthetic_for_teacher),
         n_real=n_real,
         weight=np.concatenate([weight, np.full(n_new, weight.mean())]).astype(np.float32),

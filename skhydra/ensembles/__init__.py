@@ -21,12 +21,23 @@ one of these (the members then see the pipeline's transformed input),
 shape (n, n_features) to logits of shape (n, n_classes); a torch regressor
 member returns the mean, of shape (n,) or (n, 1), or the mean and the
 **variance** (not the log-variance) as two columns of shape (n, 2).
+
+Member predictions computed elsewhere (a Spark or Dask job, a cache on disk)
+are a teacher too: wrap them in :class:`MemberPredictions` (a NumPy array,
+:class:`numpy.memmap`, zarr or Dask array of shape (n_rows, n_members,
+n_classes), or (n_rows, n_members) means for regression, with optional
+variances) and pass it as the ``ensemble`` of a Hydra estimator to fit on
+the ``X`` they were computed on (row ``i`` of the predictions is row ``i`` of
+``X``; no synthetic rows are added, having no predictions). The arrays are
+read and checked one chunk of rows at a time, never whole, and the student
+predicts exactly like one fitted with the live ensemble without augmentation.
 """
 
+from ._precomputed import MemberPredictions
 from ._resolve import resolve_teacher
 from ._teacher import Teacher
 
-__all__ = ["Teacher", "predict_members", "resolve_teacher"]
+__all__ = ["MemberPredictions", "Teacher", "predict_members", "resolve_teacher"]
 
 
 def predict_members(ensemble, X, *, task=None, classes=None, n_jobs=None):
@@ -45,8 +56,10 @@ def predict_members(ensemble, X, *, task=None, classes=None, n_jobs=None):
         Class labels of a torch classifier ensemble (see :func:`resolve_teacher`).
     n_jobs : int, default=None
         Members predict in parallel over ``n_jobs`` joblib workers (threads
-        by default; the active :func:`joblib.parallel_config` backend, e.g.
-        dask or ray, when one is set). ``None`` means 1, ``-1`` all cores.
+        by default; the active :func:`joblib.parallel_config` backend when
+        one is set). ``None`` means 1 unless a ``joblib.parallel_config``
+        context sets it, ``-1`` all cores. Under joblib's dask backend, the
+        cluster's workers predict by blocks of rows.
 
     Returns
     -------

@@ -13,6 +13,7 @@ from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
 from ._members import _is_torch_module, unwrap_frozen
+from ._precomputed import MemberPredictions
 
 __all__ = [
     "SHARED_PREPROCESSING_FIX",
@@ -66,8 +67,12 @@ _WHY = {
 
 
 def is_fitted(model):
-    """Whether an ensemble (or list of members) is fitted; a mixed list is an error."""
-    if _is_torch_module(model) or isinstance(model, FrozenEstimator):
+    """Whether an ensemble (or list of members) is fitted; a mixed list is an error.
+
+    Precomputed :class:`MemberPredictions` are a fitted ensemble's output, so
+    they count as fitted (used as they are, shared by clones).
+    """
+    if _is_torch_module(model) or isinstance(model, (FrozenEstimator, MemberPredictions)):
         return True
     if isinstance(model, (list, tuple)):
         if len(model) == 0:
@@ -92,6 +97,7 @@ def accepts_nan(model):
     """Whether an ensemble (or a list of members) takes NaN in its input, by its tags.
 
     A Pipeline takes NaN when its first step does (its steps then handle it).
+    :class:`MemberPredictions` take it when their ``allow_nan`` says so.
     Torch modules and objects without scikit-learn tags do not.
 
     Examples
@@ -104,6 +110,8 @@ def accepts_nan(model):
     """
     if isinstance(model, FrozenEstimator):
         return accepts_nan(model.estimator)
+    if isinstance(model, MemberPredictions):
+        return model.allow_nan
     if isinstance(model, (list, tuple)):
         return len(model) > 0 and all(accepts_nan(m) for m in model)
     if isinstance(model, Pipeline):

@@ -3,9 +3,9 @@
 Supported: fitted scikit-learn ensembles with interchangeable members in
 ``estimators_`` (forests, extra trees, bagging with ``estimators_features_``,
 voting with ``weights``), lists of fitted estimators, a Pipeline ending in one
-of these, :class:`~sklearn.frozen.FrozenEstimator` around any of them, and
-lists of torch modules. Single models, boosting and stacking are refused with
-the reason.
+of these, :class:`~sklearn.frozen.FrozenEstimator` around any of them, lists
+of torch modules, and :class:`MemberPredictions` computed elsewhere.
+Single models, boosting and stacking are refused with the reason.
 """
 
 import warnings
@@ -37,6 +37,7 @@ from ._members import (
     torch_forward,
     unwrap_frozen,
 )
+from ._precomputed import MemberPredictions, precomputed_teacher
 from ._teacher import Teacher
 
 __all__ = ["fit_ensemble", "resolve_teacher"]
@@ -289,6 +290,8 @@ def _resolve(ensemble, task, classes, X):
         return ensemble
     if ensemble is None:
         raise ValueError("ensemble is None; pass a fitted ensemble.")
+    if isinstance(ensemble, MemberPredictions):
+        return precomputed_teacher(ensemble, task=task, X=X)
     if isinstance(ensemble, FrozenEstimator):
         return _resolve(ensemble.estimator, task, classes, X)
     if isinstance(ensemble, Pipeline):
@@ -320,7 +323,9 @@ def resolve_teacher(ensemble, *, task=None, classes=None, X=None):
         to ``0, ..., n_classes - 1``.
     X : array-like of shape (n_samples, n_features), default=None
         Rows the ensemble takes; required for a list of torch modules, whose
-        output width is found by one forward pass of its first row.
+        output width is found by one forward pass of its first row. For
+        :class:`MemberPredictions`: the rows they were computed on (checked,
+        and the only rows the teacher then labels).
 
     Returns
     -------

@@ -3,8 +3,10 @@
 A :class:`Teacher` is complete when it is built (:func:`resolve_teacher`):
 it knows its task, classes, member weights, preprocessing and whether its
 members predict variances, and it is immutable. Its predictions come in
-chunks of rows, optionally from several joblib workers over members and
-through a joblib cache, in the layout of :func:`predict_members`.
+chunks of rows, optionally from several joblib workers over members (or,
+under joblib's dask backend, from a Dask cluster's workers over blocks of rows
+and members) and through a joblib cache, in the layout of
+:func:`predict_members`.
 """
 
 from dataclasses import dataclass
@@ -13,6 +15,8 @@ from numbers import Integral
 import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed, effective_n_jobs
+
+from ._dask import block_plan, dask_backend, map_blocks
 
 __all__ = ["CHUNK_ROWS", "Teacher"]
 
@@ -28,6 +32,27 @@ def _member_groups(n_members, n_jobs):
     n_groups = min(n_members, effective_n_jobs(n_jobs))
     bounds = np.linspace(0, n_members, n_groups + 1).round().astype(int)
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+
+
+def _array_input(needs_array, X_chunk):
+    # Forests and bagging take the array their members were fitted on: a
+    # sparse matrix stays sparse (np.asarray would wrap it in an object array).
+    return X_chunk if not needs_array or sp.issparse(X_chunk) else np.asarray(X_chunk)
+
+
+def _join_groups(teacher, parts):
+    """The predictions of consecutive groups of members, side by side."""
+    if len(parts) == 1:
+        return parts[0]
+    if teacher.is_classifier:
+        return np.concatenate(parts, axis=1)
+    return tuple(np.concatenate(p, axis=1) for p in zip(*parts, strict=True))
+
+
+def _predict_block(teacher, X_block, first, stop):
+    """Members ``first:stop`` on one block of rows: a task on a Dask worker."""
+    needs_array = any(m.as_array for m in teacher.members)
+    return teacher._predict_group(first, stop, X_block, _array_input(needs_array, X_block))
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +88,10 @@ class Teacher:
         Fitted steps in front of the members (a Pipeline teacher).
     n_features_in_ : int or None
         Number of features the members (after ``preprocessor``) expect, when known.
+    labels_new_rows : bool
+        Whether the teacher can predict rows it has not seen (synthetic rows,
+        new data): False for precomputed member predictions, which exist for
+        the rows they were computed on only.
 
     Examples
     --------
@@ -88,6 +117,7 @@ class Teacher:
     tree_based: bool = False
     preprocessor: object = None
     n_features_in_: int = None
+    labels_new_rows: bool = True
 
     @property
     def is_classifier(self):
@@ -133,15 +163,25 @@ class Teacher:
         ``cache``, which holds the predictions of ``X`` whole (memory-mapped
         when the cache reads them back from disk).
 
+        Under joblib's dask backend (``joblib.parallel_config("dask")`` with a
+        ``distributed`` client) and ``n_jobs != 1``, the members predict on
+        the cluster's workers, by blocks of rows (about four per worker
+        thread, at most ``chunk_rows`` rows each) and, when there are few
+        blocks, by groups of members: chunks are then these blocks, in order.
+        The teacher is sent to each worker once per call and each block to
+        one worker; at most two tasks per worker thread are computed ahead
+        of the caller.
+
         Parameters
         ----------
         X : array-like or DataFrame of shape (n_samples, n_features)
             Rows as the members take them, i.e. ``teacher.transform(rows)``.
         chunk_rows : int, default=8192
-            Rows per chunk.
+            Rows per chunk (at most, under joblib's dask backend).
         n_jobs : int, default=None
             Members predict in parallel over ``n_jobs`` joblib workers
-            (threads, or the backend set with :func:`joblib.parallel_config`).
+            (threads, or the backend set with :func:`joblib.parallel_config`;
+            a Dask cluster's workers over blocks of rows, see above).
         cache : joblib.Memory, default=None
             Cache of the predictions, keyed by the teacher and ``X``.
 
@@ -172,29 +212,28 @@ class Teacher:
                 rows = slice(start, stop)
                 yield start, stop, _map(lambda a, rows=rows: np.asarray(a[rows]), whole)
             return
+        backend, n_threads = dask_backend(n_jobs)
+        if backend is not None:
+            blocks, groups = block_plan(n_rows, self.n_members, n_threads, chunk_rows)
+            rows = ((start, stop, _rows(X, start, stop)) for start, stop in blocks)
+            tasks = map_blocks(backend, _predict_block, self, rows, groups, 2 * n_threads)
+            for start, stop, parts in tasks:
+                yield start, stop, _join_groups(self, parts)
+            return
         groups = _member_groups(self.n_members, n_jobs)
         parallel = Parallel(n_jobs=len(groups), prefer="threads") if len(groups) > 1 else None
         needs_array = any(m.as_array for m in self.members)
         for start in range(0, n_rows, chunk_rows):
             stop = min(start + chunk_rows, n_rows)
             X_chunk = _rows(X, start, stop)
-            # Forests and bagging take the array their members were fitted on: a
-            # sparse matrix stays sparse (np.asarray would wrap it in an object array).
-            X_array = X_chunk if not needs_array or sp.issparse(X_chunk) else np.asarray(X_chunk)
+            X_array = _array_input(needs_array, X_chunk)
             if parallel is None:
                 yield start, stop, self._predict_group(0, self.n_members, X_chunk, X_array)
                 continue
             parts = parallel(
                 delayed(self._predict_group)(a, b, X_chunk, X_array) for a, b in groups
             )
-            if self.is_classifier:
-                yield start, stop, np.concatenate(parts, axis=1)
-            else:
-                yield (
-                    start,
-                    stop,
-                    tuple(np.concatenate(p, axis=1) for p in zip(*parts, strict=True)),
-                )
+            yield start, stop, _join_groups(self, parts)
 
     def _predict_group(self, first, stop, X, X_array):
         members = self.members[first:stop]
