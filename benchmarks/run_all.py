@@ -102,6 +102,7 @@ JOBS = [
         full=["--configs", "budget,none"],
         quick=["--quick", "--configs", "budget,none"],
     ),
+    Job("scale_out", "scale_out.py"),
     Job("onnx_serving", "onnx_serving.py"),
     Job("conformal_coverage", "conformal_coverage.py"),
     Job("gpu_check", "gpu_check.py", needs_cuda=True),

@@ -17,7 +17,7 @@ rows/s of labelling and of training, and the process's peak resident memory
 plain file writes (no map), so generating it does not count in the peak.
 
     python benchmarks/scale_out.py --output benchmarks/results/scale_out.md   # ~30 min
-    python benchmarks/scale_out.py --quick                                    # 1M rows
+    python benchmarks/scale_out.py --quick                                    # 1M rows, ~2 min
 """
 
 import argparse
@@ -87,12 +87,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=2, help="max_epochs (phase 1: 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--folder", default=None, help="where the table is written")
-    parser.add_argument("--quick", action="store_true", help="1M rows, about 3 min")
+    parser.add_argument("--quick", action="store_true", help="1M rows, about 2 min")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--output", default=None, help="markdown report with provenance")
     args = parser.parse_args()
     if args.quick:
-        args.rows = 1_000_000
+        args.rows, args.forest_rows = 1_000_000, 50_000
     if args.smoke:
         args.rows, args.features, args.trees, args.forest_rows = 20_000, 10, 5, 2000
     torch.set_num_threads(args.threads)

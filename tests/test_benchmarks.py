@@ -24,6 +24,7 @@ SMOKE = {
     "gpu_check.py": [],
     "onnx_serving.py": [],
     "scale.py": [],
+    "scale_out.py": [],
     "tabular_fidelity.py": [],
     "uci_regression.py": [],
 }
