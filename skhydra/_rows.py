@@ -24,6 +24,11 @@ __all__ = ["BLOCK_ROWS", "ConcatRows", "OutOfCoreRows", "RowStatistics", "is_out
 #: Rows per block of a pass over an out-of-core array.
 BLOCK_ROWS = 8192
 
+#: Rows beyond which a read of scattered rows from a memmap maps one window of BLOCK_ROWS rows
+#: at a time: the kernel maps the pages around each one read (fault-around), so one map read at
+#: many scattered rows would bring most of the file into the resident set until it is released.
+SCATTERED_READ_ROWS = 1024
+
 #: Numbers per block of the statistics pass (its float64 temporaries stay a few MB); a table of
 #: at most this many numbers is read as one block and scaled exactly as rows in memory are.
 SCAN_NUMBERS = 2**18
@@ -161,6 +166,26 @@ class OutOfCoreRows:
             if len(index) and index[-1] - index[0] + 1 == len(index) and index.ndim == 1:
                 if (np.diff(index) == 1).all():  # consecutive rows: one contiguous read
                     index = slice(int(index[0]), int(index[-1]) + 1)
+        if (
+            self._reopen is not None
+            and not isinstance(index, slice)
+            and index.ndim == 1
+            and len(index) > SCATTERED_READ_ROWS
+        ):
+            return self._read_by_window(index)
+        return self._read(index)
+
+    def _read_by_window(self, index):
+        """Rows ``index`` read window by window of the file, each through a map of its own."""
+        order = np.argsort(index, kind="stable")
+        ordered = index[order]
+        out = np.empty((len(index), *self.shape[1:]), self.dtype)
+        bounds = np.flatnonzero(np.diff(ordered // BLOCK_ROWS)) + 1
+        for part in np.split(np.arange(len(index)), bounds):
+            out[order[part]] = self._read(ordered[part])
+        return out
+
+    def _read(self, index):
         source = self.source if self._reopen is None else self._reopen()
         if isinstance(index, slice) or not hasattr(source, "oindex"):
             block = source[index]

@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 import skhydra._base as base
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
-from skhydra._rows import SCAN_NUMBERS, ConcatRows, OutOfCoreRows, is_out_of_core
+from skhydra._rows import BLOCK_ROWS, SCAN_NUMBERS, ConcatRows, OutOfCoreRows, is_out_of_core
 from skhydra._transfer import input_scaling
 
 
@@ -202,3 +202,18 @@ def test_a_memmap_is_read_whole_where_the_teacher_needs_it(table, tmp_path, monk
         student = HydraDistilledClassifier(ensemble, **TINY).fit(X_disk, y)
         expected = HydraDistilledClassifier(ensemble, **TINY).fit(X, y)
         np.testing.assert_array_equal(student.predict_proba(X), expected.predict_proba(X))
+
+
+def test_scattered_reads_go_window_by_window(tmp_path, monkeypatch):
+    """Many scattered rows of a memmap: read through one map per window, in the asked order."""
+    X = np.random.default_rng(0).standard_normal((5 * BLOCK_ROWS, 3)).astype(np.float32)
+    rows = OutOfCoreRows(_on_disk(X, tmp_path))
+    index = np.random.default_rng(1).integers(0, len(X), 3000)  # unsorted, with repeats
+    maps = []
+    reopen = rows._reopen
+    monkeypatch.setattr(rows, "_reopen", lambda: maps.append(1) or reopen())
+    np.testing.assert_array_equal(rows[index], X[index])
+    assert len(maps) == 5  # one per window of BLOCK_ROWS rows
+    maps.clear()
+    np.testing.assert_array_equal(rows[index[:100]], X[index[:100]])
+    assert len(maps) == 1  # a training batch: one map
