@@ -3,7 +3,9 @@
 Runs each benchmark script in turn, in its own process, with ``--output
 <folder>/<name>.md`` (figures land beside it), and records each script's
 command, exit status and wall time in ``<folder>/run_all.md`` (with the
-provenance of the whole run). A script that fails does not stop the others;
+provenance of the whole run); a run of some of them (``--only``) records them
+in ``<folder>/logs/run_all_<names>.md`` instead, so ``run_all.md`` keeps the
+last run of them all. A script that fails does not stop the others;
 the exit status is 1 if any failed.
 
 * full (default): the published results, in ``benchmarks/results/``: hours on
@@ -203,7 +205,10 @@ def main(argv=None):
     summary = f"{len(rows) - len(failed)} of {len(rows)} ran or were skipped without error" + (
         f"; failed: {', '.join(failed)}" if failed else ""
     )
-    write_report(folder / "run_all.md", report + "\n" + summary + ".\n\n" + "\n".join(lines))
+    record = folder / "run_all.md"
+    if args.only:
+        record = folder / "logs" / f"run_all_{'_'.join(job.name for job in jobs)}.md"
+    write_report(record, report + "\n" + summary + ".\n\n" + "\n".join(lines))
     print(summary, flush=True)
     return 1 if failed else 0
 

@@ -167,6 +167,10 @@ def test_run_all_records_status_and_wall_time(tmp_path, monkeypatch):
     assert "| ok |" in rows[0]
     assert "| failed (exit status 3; see logs/bad.log) |" in rows[1]
     assert "| skipped (no CUDA GPU) | – |" in rows[2]
+    # A run of some of them keeps the record of the last complete run.
+    assert run_all.main(["--smoke", "--only", "good", "--output-dir", str(out)]) == 0
+    assert (out / "run_all.md").read_text() == summary
+    assert "1 of 1 ran" in (out / "logs" / "run_all_good.md").read_text()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
