@@ -4,7 +4,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY as SMALL
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
@@ -16,6 +16,9 @@ from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
 from skhydra._rows import BLOCK_ROWS, SCAN_NUMBERS, ConcatRows, OutOfCoreRows, is_out_of_core
 from skhydra._transfer import input_scaling
 
+#: Larger batches than the suite's TINY: these fits see thousands of synthetic rows.
+TINY = dict(SMALL, batch_size=256)
+
 
 def _on_disk(X, tmp_path, name="X.npy"):
     path = tmp_path / name
@@ -25,7 +28,7 @@ def _on_disk(X, tmp_path, name="X.npy"):
 
 @pytest.fixture(scope="module")
 def table():
-    X, y = make_classification(3000, 8, n_informative=5, random_state=0)
+    X, y = make_classification(1200, 8, n_informative=5, random_state=0)
     X = X.astype(np.float32)
     forest = RandomForestClassifier(10, max_depth=6, random_state=0).fit(X, y)
     return X, y, forest
@@ -147,10 +150,10 @@ def test_bad_values_on_disk_are_named(table, tmp_path):
     X, y, forest = table
     smooth = [LogisticRegression().fit(X, y)]  # takes no NaN, unlike the forest
     bad = X.copy()
-    bad[2500, 3] = np.nan
+    bad[1100, 3] = np.nan
     with pytest.raises(ValueError, match="contains NaN .*from row"):
         HydraDistilledClassifier(smooth, **TINY).fit(_on_disk(bad, tmp_path, "nan.npy"))
-    bad[2500, 3] = np.inf
+    bad[1100, 3] = np.inf
     with pytest.raises(ValueError, match="contains infinity"):
         HydraDistilledClassifier(forest, **TINY).fit(_on_disk(bad, tmp_path, "inf.npy"))
 
