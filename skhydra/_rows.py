@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._storage import RowArray
+
 __all__ = ["BLOCK_ROWS", "ConcatRows", "OutOfCoreRows", "RowStatistics", "is_out_of_core"]
 
 #: Rows per block of a pass over an out-of-core array.
@@ -113,7 +115,7 @@ class RowStatistics:
         return loc.astype(np.float32), scale.astype(np.float32)
 
 
-class OutOfCoreRows:
+class OutOfCoreRows(RowArray):
     """Rows of a memmap, zarr or Dask array, read on demand as in-memory arrays.
 
     Parameters
@@ -143,17 +145,6 @@ class OutOfCoreRows:
         self.shape = tuple(int(s) for s in source.shape)
         self.statistics = None
         self._reopen = _reopener(source)
-
-    def __len__(self):
-        return self.shape[0]
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    @property
-    def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def __getitem__(self, index):
         """Rows ``index`` (a slice, an int, or an array of row numbers or a mask) in memory."""
@@ -251,7 +242,7 @@ class OutOfCoreRows:
         return self.statistics
 
 
-class ConcatRows:
+class ConcatRows(RowArray):
     """Out-of-core rows followed by in-memory ones, indexed as one array.
 
     Parameters
@@ -274,13 +265,6 @@ class ConcatRows:
         self.second = second
         self.dtype = first.dtype
         self.shape = (len(first) + len(second), *first.shape[1:])
-
-    def __len__(self):
-        return self.shape[0]
-
-    @property
-    def ndim(self):
-        return len(self.shape)
 
     def __getitem__(self, index):
         n_first = len(self.first)

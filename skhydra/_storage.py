@@ -22,7 +22,7 @@ from numbers import Integral
 
 import numpy as np
 
-__all__ = ["DiskArray", "RowStore", "parse_bytes"]
+__all__ = ["DiskArray", "RowArray", "RowStore", "parse_bytes"]
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
@@ -67,7 +67,23 @@ def parse_bytes(value, name="memory_budget"):
     )
 
 
-class DiskArray:
+class RowArray:
+    """What the row arrays of a fit share: ``shape`` and ``dtype`` attributes give
+    ``len``, ``ndim`` and ``nbytes``."""
+
+    def __len__(self):
+        return self.shape[0]
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+class DiskArray(RowArray):
     """An array in a raw file, read and written by rows through short-lived memmaps.
 
     Supports what fitting needs: ``len``, ``shape``, ``dtype``, ``nbytes``,
@@ -100,17 +116,6 @@ class DiskArray:
         self.dtype = np.dtype(dtype)
         with open(path, "wb") as f:
             f.truncate(self.nbytes)
-
-    def __len__(self):
-        return self.shape[0]
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    @property
-    def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def _map(self, mode):
         if self.nbytes == 0:  # numpy cannot map an empty file
