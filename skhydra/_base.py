@@ -32,7 +32,7 @@ from sklearn.utils.validation import (
 
 from ._body import BodyParamsMixin, make_body
 from ._progress import row_progress
-from ._rows import OutOfCoreRows, is_out_of_core
+from ._rows import OutOfCoreRows, check_block, is_out_of_core
 from ._storage import RowStore, parse_bytes
 from ._targets import assign_heads, collect_targets
 from ._training import RESERVED_SKORCH_PARAMS, train_two_phase
@@ -93,16 +93,6 @@ def resolve_device(device):
             f"{torch.cuda.device_count()} (cuda:0 to cuda:{torch.cuda.device_count() - 1})."
         )
     return device
-
-
-def _check_block(rows, start, allow_nan):
-    """The finite check of a block of rows read from disk at prediction time."""
-    if np.isinf(rows).any() or (not allow_nan and np.isnan(rows).any()):
-        raise ValueError(
-            f"Input X contains NaN or infinity (in the rows from row {start})."
-            if not allow_nan
-            else f"Input X contains infinity (in the rows from row {start})."
-        )
 
 
 def _writable(X):
@@ -222,9 +212,10 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
 
     def _validate_fit_data(self, X, y, sample_weight):
         ensemble = unwrap_frozen(self.ensemble)
-        if self._reads_blocks(X, ensemble):
-            X = self._validate_out_of_core(X, ensemble)
-        elif isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None:
+        preprocessed = isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None
+        if self._reads_blocks(X, preprocessed):
+            X = self._validate_out_of_core(X, preprocessed)
+        elif preprocessed:
             # The Pipeline's own steps validate the raw rows.
             validate_data(self, X, skip_check_array=True)
         else:
@@ -235,13 +226,12 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             raise ValueError("X is empty: fit needs at least one row.")
         if y is not None:
             check_consistent_length(X, y)
-            fitted = self.ensemble is not None and is_fitted(self.ensemble)
-            y = self._check_y(y, fit_ensemble=not fitted)
+            y = self._check_y(y, fit_ensemble=not self._ensemble_fitted())
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
         return X, y, sample_weight
 
-    def _reads_blocks(self, X, ensemble):
+    def _reads_blocks(self, X, preprocessed):
         """Whether fit reads ``X`` from disk block by block.
 
         Zarr and Dask arrays always are (or are refused with the reason). A
@@ -252,21 +242,22 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             return False
         if not isinstance(X, np.memmap):
             return True
-        fitted = self.ensemble is not None and is_fitted(self.ensemble)
-        preprocessed = isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None
-        return fitted and not preprocessed
+        return self._ensemble_fitted() and not preprocessed
 
-    def _validate_out_of_core(self, X, ensemble):
+    def _ensemble_fitted(self):
+        return self.ensemble is not None and is_fitted(self.ensemble)
+
+    def _validate_out_of_core(self, X, preprocessed):
         """Check a transfer set on disk in one pass over its rows; read it block by block."""
         what = type(X).__module__.partition(".")[0]
         what = "memmap" if isinstance(X, np.memmap) else f"{what} array"
-        if isinstance(ensemble, Pipeline) or shared_preprocessing(ensemble) is not None:
+        if preprocessed:
             raise ValueError(
                 f"X is a {what}, read from disk block by block, but the ensemble has "
                 "preprocessing steps, which take X whole; write the preprocessed rows to disk "
                 "(e.g. block by block into a numpy.memmap) and pass the ensemble's last step."
             )
-        if self.ensemble is None or not is_fitted(self.ensemble):
+        if not self._ensemble_fitted():
             raise ValueError(
                 f"X is a {what}, read from disk block by block, but the ensemble is not "
                 "fitted; fitting it would load X whole. Fit the ensemble first (on a sample "
@@ -500,19 +491,14 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
     def _student_input(self, X):
         check_is_fitted(self)
         allow_nan = self.teacher_.allows_nan
-        if is_out_of_core(X) and self.teacher_.preprocessor is None:
-            validate_data(self, X, reset=False, skip_check_array=True)
-            X = OutOfCoreRows(X)
-            if X.shape[1:] != self.input_shape_:
-                raise ValueError(
-                    f"X has rows of shape {X.shape[1:]}, but the student was fitted on rows "
-                    f"of shape {self.input_shape_}."
-                )
-            return X  # read and checked block by block (_head_outputs)
         if self.teacher_.preprocessor is not None:
             validate_data(self, X, reset=False, skip_check_array=True)
             return self._student_array(self.teacher_.transform(X), allow_nan)
-        X = _writable(self._validate_numeric(X, reset=False, allow_nan=allow_nan))
+        if is_out_of_core(X):  # read and checked block by block (_head_outputs)
+            validate_data(self, X, reset=False, skip_check_array=True)
+            X = OutOfCoreRows(X)
+        else:
+            X = _writable(self._validate_numeric(X, reset=False, allow_nan=allow_nan))
         if X.shape[1:] != self.input_shape_:
             raise ValueError(
                 f"X has rows of shape {X.shape[1:]}, but the student was fitted on rows "
@@ -539,7 +525,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 for start in range(0, len(X), PREDICT_ROWS):
                     rows = X[start : start + PREDICT_ROWS]
                     if isinstance(X, OutOfCoreRows):
-                        _check_block(rows, start, self.teacher_.allows_nan)
+                        check_block(rows, start, self.teacher_.allows_nan)
                     yield module(torch.as_tensor(rows, device=device)).float().cpu()
 
         return blocks()

@@ -21,7 +21,14 @@ import numpy as np
 
 from ._storage import RowArray
 
-__all__ = ["BLOCK_ROWS", "ConcatRows", "OutOfCoreRows", "RowStatistics", "is_out_of_core"]
+__all__ = [
+    "BLOCK_ROWS",
+    "ConcatRows",
+    "OutOfCoreRows",
+    "RowStatistics",
+    "check_block",
+    "is_out_of_core",
+]
 
 #: Rows per block of a pass over an out-of-core array.
 BLOCK_ROWS = 8192
@@ -50,6 +57,28 @@ def is_out_of_core(X):
         return True
     package = type(X).__module__.partition(".")[0]
     return package in ("zarr", "dask") and hasattr(X, "shape") and hasattr(X, "dtype")
+
+
+def check_block(block, start, allow_nan):
+    """Refuse a block of rows read from disk with infinite values, or NaN unless ``allow_nan``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._rows import check_block
+    >>> check_block(np.array([[0.0, np.nan]]), 0, allow_nan=True)
+    >>> check_block(np.array([[0.0, np.inf]]), 8, allow_nan=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: Input X contains infinity (in the rows from row 8).
+    """
+    if np.isinf(block).any():
+        raise ValueError(f"Input X contains infinity (in the rows from row {start}).")
+    if not allow_nan and np.isnan(block).any():
+        raise ValueError(
+            f"Input X contains NaN (in the rows from row {start}); the ensemble does "
+            "not take missing values."
+        )
 
 
 def _reopener(source):
@@ -217,14 +246,8 @@ class OutOfCoreRows(RowArray):
         count, mean, m2 = np.zeros(n_features), np.zeros(n_features), np.zeros(n_features)
         block_rows = max(1, SCAN_NUMBERS // max(n_features, 1))
         for start, _, block in self.blocks(block_rows):
-            if np.isinf(block).any():
-                raise ValueError(f"Input X contains infinity (in the rows from row {start}).")
+            check_block(block, start, allow_nan)
             present = ~np.isnan(block)
-            if not allow_nan and not present.all():
-                raise ValueError(
-                    f"Input X contains NaN (in the rows from row {start}); the ensemble does "
-                    "not take missing values."
-                )
             n_block = present.sum(axis=0).astype(np.float64)
             values = np.where(present, block, 0.0).astype(np.float64)
             with np.errstate(all="ignore"):

@@ -28,7 +28,7 @@ from uuid import uuid4
 import numpy as np
 from joblib.parallel import effective_n_jobs, get_active_backend
 
-__all__ = ["block_plan", "dask_backend", "map_blocks"]
+__all__ = ["block_plan", "dask_backend", "even_groups", "map_blocks"]
 
 #: Fewest rows in a block (unless the caller's chunks are smaller): below this the
 #: per-task overhead of the scheduler outweighs the members' work.
@@ -125,8 +125,20 @@ def block_plan(n_rows, n_members, n_threads, max_rows):
     rows = min(max_rows, max(MIN_BLOCK_ROWS, -(-n_rows // n_tasks)))
     blocks = [(start, min(start + rows, n_rows)) for start in range(0, n_rows, rows)]
     n_groups = max(1, min(n_members, -(-n_tasks // max(len(blocks), 1))))
-    bounds = np.linspace(0, n_members, n_groups + 1).round().astype(int).tolist()
-    return blocks, list(zip(bounds[:-1], bounds[1:], strict=True))
+    return blocks, even_groups(n_members, n_groups)
+
+
+def even_groups(n_items, n_groups):
+    """``(first, stop)`` of ``n_groups`` consecutive groups of ``n_items``, sizes within one.
+
+    Examples
+    --------
+    >>> from skhydra.ensembles._dask import even_groups
+    >>> even_groups(5, 2)
+    [(0, 2), (2, 5)]
+    """
+    bounds = np.linspace(0, n_items, n_groups + 1).round().astype(int).tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def map_blocks(backend, func, shared, blocks, groups, max_tasks):

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import _num_samples
 
-from ._teacher import CHUNK_ROWS, Teacher
+from ._teacher import CHUNK_ROWS, Teacher, _predict_all
 
 __all__ = ["MemberPredictions", "PrecomputedMember", "PrecomputedTeacher", "precomputed_teacher"]
 
@@ -426,17 +426,7 @@ class PrecomputedTeacher(Teacher):
         (means, variances) : tuple of ndarray of shape (n_samples, n_members)
             Regression, float64; variances NaN for point members.
         """
-        n_rows = _num_samples(X)
-        if self.is_classifier:
-            out = np.empty((n_rows, self.n_members, len(self.classes_)), np.float32)
-        else:
-            out = (np.empty((n_rows, self.n_members)), np.empty((n_rows, self.n_members)))
-        for start, stop, chunk in self.iter_predictions(X):
-            if self.is_classifier:
-                out[start:stop] = chunk
-            else:
-                out[0][start:stop], out[1][start:stop] = chunk
-        return out
+        return _predict_all(self, X)
 
     def iter_predictions(self, X, *, chunk_rows=CHUNK_ROWS, n_jobs=None, cache=None):
         """The stored predictions of ``X``'s rows, one checked chunk at a time.

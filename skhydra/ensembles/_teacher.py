@@ -15,8 +15,9 @@ from numbers import Integral
 import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed, effective_n_jobs
+from sklearn.utils.validation import _num_samples
 
-from ._dask import block_plan, dask_backend, map_blocks
+from ._dask import block_plan, dask_backend, even_groups, map_blocks
 
 __all__ = ["CHUNK_ROWS", "Teacher"]
 
@@ -29,9 +30,7 @@ def _rows(X, start, stop):
 
 
 def _member_groups(n_members, n_jobs):
-    n_groups = min(n_members, effective_n_jobs(n_jobs))
-    bounds = np.linspace(0, n_members, n_groups + 1).round().astype(int)
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    return even_groups(n_members, min(n_members, effective_n_jobs(n_jobs)))
 
 
 def _array_input(needs_array, X_chunk):
@@ -264,7 +263,8 @@ def _map(func, predictions):
 
 
 def _predict_all(teacher, X, n_jobs=None):
-    n = X.shape[0]
+    """Every chunk of ``teacher.iter_predictions(X)`` gathered into whole arrays."""
+    n = _num_samples(X)
     if teacher.is_classifier:
         out = np.empty((n, teacher.n_members, len(teacher.classes_)), np.float32)
     else:
