@@ -102,6 +102,10 @@ TOL = {
 }
 
 
+#: Probability margin under which bfloat16 rounding may flip a label (8 bits of mantissa).
+BF16_TIE = 0.01
+
+
 class Checks:
     """PASS / FAIL lines, printed as they come."""
 
@@ -290,6 +294,9 @@ def main(argv=None):
     if args.smoke:
         args.cpu_standin = True
         args.rows, args.trees, args.epochs = args.rows or 2000, 5, 1
+        # Students trained enough that their labels mean something (one epoch leaves
+        # them near uniform, and the float32 / bfloat16 comparison flips at random).
+        args.phase1_epochs = max(args.phase1_epochs, 5)
         # n_jobs=1: starting worker processes would take longer than the predictions.
         args.student = {"body_layer_sizes": (16,), "batch_size": 256, "n_jobs": 1}
         torch.set_num_threads(1)  # tiny nets: a second thread only adds contention
@@ -398,7 +405,12 @@ def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
                 ["classifier", "GPU", "bfloat16", time.perf_counter() - t0, epoch, first]
             )
             bf_out = classifier_outputs(bf16, X_test)
-            agree = labels_agree(bf_out["proba"], gpu_out["proba"].argmax(1))
+            # Labels compared where float32's top two classes differ by more than
+            # bfloat16's resolution: elsewhere a rounding flips a tie (a barely trained
+            # student's near-uniform rows).
+            top2 = np.sort(gpu_out["proba"], axis=1)[:, -2:]
+            decided = top2[:, 1] - top2[:, 0] > BF16_TIE
+            agree = labels_agree(bf_out["proba"][decided], gpu_out["proba"].argmax(1)[decided])
             dp = mean_abs(bf_out["proba"], gpu_out["proba"])
             fid_bf16 = labels_agree(bf_out["proba"], teacher_labels)
             finite = bool(np.isfinite(bf_out["proba"]).all())
@@ -408,7 +420,9 @@ def run_checks(args, gpu, rows, n_fit, n_test, start, workdir):
                 and agree >= TOL["bf16_labels"]
                 and dp <= TOL["bf16_proba"]
                 and abs(fid_bf16 - fid_gpu) <= TOL["bf16_fidelity"],
-                f"finite {finite}, label agreement {agree:.4f} (>= {TOL['bf16_labels']}), "
+                f"finite {finite}, label agreement {agree:.4f} (>= {TOL['bf16_labels']}) on the "
+                f"{decided.sum()} of {len(decided)} rows whose float32 top-two margin exceeds "
+                f"{BF16_TIE}, "
                 f"mean |dp| {dp:.2e} (<= {TOL['bf16_proba']}), labels agreeing with the "
                 f"forest's {fid_bf16:.4f} vs float32 {fid_gpu:.4f} (|difference| <= "
                 f"{TOL['bf16_fidelity']})",

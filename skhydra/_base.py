@@ -31,6 +31,7 @@ from sklearn.utils.validation import (
 )
 
 from ._body import BodyParamsMixin, make_body
+from ._encoding import bin_edges, split_thresholds
 from ._progress import row_progress
 from ._rows import OutOfCoreRows, check_block, is_out_of_core
 from ._storage import RowStore, parse_bytes
@@ -45,8 +46,9 @@ from .ensembles._kinds import (
     shared_preprocessing,
 )
 from .ensembles._members import unwrap_frozen
+from .ensembles._oob import in_bag_rows, out_of_bag_view
 from .ensembles._resolve import fit_ensemble
-from .nn import HydraModule
+from .nn import HydraModule, PiecewiseLinear
 
 __all__ = ["BaseHydra", "resolve_device"]
 
@@ -56,6 +58,10 @@ PREDICT_ROWS = 4096
 #: Rows of an out-of-core transfer set (a memmap, zarr or Dask array) that the synthetic rows
 #: are drawn around: all of them up to this many, a random sample beyond.
 AUGMENT_SAMPLE_ROWS = 100_000
+
+#: Real rows that the bin edges of the piecewise-linear encoding are computed on: all of
+#: them up to this many, a random sample beyond (the edges are quantiles).
+EDGE_SAMPLE_ROWS = 20_000
 
 
 def resolve_device(device):
@@ -111,6 +117,20 @@ class _FitOptions:
     phase2_epochs: int
 
 
+def _out_of_bag_chunk(chunk, in_bag):
+    """A chunk of predictions of training rows, each row's members its out-of-bag view.
+
+    Members are ranked as rank matching ranks them: classifiers by their
+    expected class index, regressors by their mean.
+    """
+    if isinstance(chunk, tuple):
+        means, variances = chunk
+        both = out_of_bag_view(np.stack([means, variances], axis=-1), in_bag, means)
+        return both[..., 0], both[..., 1]
+    key = chunk @ np.arange(chunk.shape[-1], dtype=chunk.dtype)
+    return out_of_bag_view(chunk, in_bag, key)
+
+
 class BaseHydra(BodyParamsMixin, BaseEstimator):
     """Base class of the Hydra students; not for direct use.
 
@@ -161,9 +181,10 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         transfer = build_transfer_set(X_teacher, X_student, observed, sample_weight, synthetic)
         rank = self._matches_by_rank(teacher)
         heads = assign_heads(teacher.n_members, n_heads, teacher.weights, rank=rank)
+        in_bag = self._in_bag(ensemble, teacher, rank, len(X_student))
         with RowStore(options.budget) as store:
             chunks = row_progress(
-                self._prediction_chunks(teacher, transfer, options.cache),
+                self._prediction_chunks(teacher, transfer, options.cache, in_bag),
                 len(transfer),
                 "Teacher labels",
                 self._bar_verbosity(),
@@ -178,6 +199,10 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 phase_targets["weight"] = transfer.weight
             net = self._train(transfer, targets, encoding, n_heads, teacher, rng, options)
         self._set_fitted(ensemble, teacher, heads, encoding, net, X_student, options.device)
+        self.out_of_bag_ = in_bag is not None
+        self.feature_encoding_ = (
+            "piecewise" if isinstance(net.module_.encode, PiecewiseLinear) else None
+        )
         return self
 
     def _fit_options(self):
@@ -351,15 +376,78 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             return self.verbose
         return 0
 
-    def _prediction_chunks(self, teacher, transfer, cache):
-        """The teacher's prediction chunks over the real rows, then the synthetic ones."""
+    def _prediction_chunks(self, teacher, transfer, cache, in_bag=None):
+        """The teacher's prediction chunks over the real rows, then the synthetic ones.
+
+        With ``in_bag``, the real rows' members are their out-of-bag view.
+        """
         offset = 0
         for rows in transfer.teacher_parts:
             for start, stop, chunk in teacher.iter_predictions(
                 rows, n_jobs=self.n_jobs, cache=cache
             ):
+                if in_bag is not None and offset == 0:
+                    chunk = _out_of_bag_chunk(chunk, in_bag.mask(start, stop))
                 yield offset + start, offset + stop, chunk
             offset += rows.shape[0]
+
+    def _in_bag(self, ensemble, teacher, rank, n_rows):
+        """The ensemble's bootstrap samples when its training rows get their out-of-bag view."""
+        if self.out_of_bag is False:
+            return None
+        in_bag = in_bag_rows(ensemble, teacher.n_members)
+        if not rank:
+            reason = (
+                "the heads imitate members, not ranks (head_matching), and the out-of-bag "
+                "view is of ranks"
+            )
+        elif in_bag is None:
+            reason = (
+                "the ensemble has no bootstrap samples (random forests and bagging with "
+                "bootstrap=True have)"
+            )
+        elif in_bag.n_rows != n_rows:
+            reason = (
+                f"the ensemble was fitted on {in_bag.n_rows} rows and X has {n_rows}: X must "
+                "be the ensemble's training rows, in their order"
+            )
+        else:
+            return in_bag
+        if self.out_of_bag is True:
+            raise ValueError(f"out_of_bag=True, but {reason}.")
+        return None
+
+    def _feature_edges(self, teacher, transfer, loc, scale, options):
+        """Edges of the piecewise-linear encoding (scaled units) or None: ``feature_encoding``."""
+        if self.feature_encoding is None:
+            return None
+        tabular = transfer.X.ndim == 2
+        if self.feature_encoding == "piecewise" and not tabular:
+            raise ValueError(
+                f"feature_encoding='piecewise' encodes the features of a table (2-D X); X has "
+                f"rows of shape {transfer.X.shape[1:]}."
+            )
+        auto = self.feature_encoding == "auto"
+        if auto and not (teacher.tree_based and tabular and self.body is None):
+            return None
+        # The edges come from at most EDGE_SAMPLE_ROWS real rows (all of them, or a sample
+        # drawn alike in memory and on disk).
+        rng = np.random.default_rng(options.seed)
+        if isinstance(transfer.X, np.ndarray):
+            real = transfer.X[: transfer.n_real]
+            if len(real) > EDGE_SAMPLE_ROWS:
+                real = real[np.sort(rng.choice(len(real), EDGE_SAMPLE_ROWS, replace=False))]
+        else:
+            real = transfer.X.first.sample(EDGE_SAMPLE_ROWS, rng)
+        thresholds = split_thresholds(teacher, real.shape[1]) if teacher.tree_based else None
+        if auto and thresholds is None:
+            # Edges at the values' quantiles rather than the splits were measured to hurt
+            # (benchmarks/tabular_fidelity.py): "auto" encodes only at readable splits.
+            return None
+        edges = bin_edges(real, self.n_bins, thresholds)
+        loc = np.broadcast_to(np.asarray(loc, np.float64), (real.shape[1],))
+        scale = np.broadcast_to(np.asarray(scale, np.float64), (real.shape[1],))
+        return [None if e is None else (e - loc[j]) / scale[j] for j, e in enumerate(edges)]
 
     def _train(self, transfer, targets, encoding, n_heads, teacher, rng, options):
         valid_index = (
@@ -379,6 +467,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             statistics = transfer.X.first.statistics
             loc, scale = statistics.scaling(self.input_scaling)
             missing = statistics.missing if takes_nan else None
+        edges = self._feature_edges(teacher, transfer, loc, scale, options)
         devices = [torch.device(options.device).index or 0] if "cuda" in options.device else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(options.seed)
@@ -394,6 +483,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 missing=missing,
                 head_rank=self.head_rank,
                 planned_heads=n_heads,
+                edges=edges,
             )
             return train_two_phase(
                 module,

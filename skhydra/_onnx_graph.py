@@ -50,7 +50,7 @@ def _class_major_logits(network, x):
     would move a transpose past the softmax's reductions, which then run
     over the few classes on the last axis, several times slower.
     """
-    z = network.body(network.fill(network.scaler(x))).flatten(1)
+    z = network.body(network.encode(network.fill(network.scaler(x)))).flatten(1)
     heads = network.heads
     z = heads.project(z)
     for layer in heads.layers[:-1]:

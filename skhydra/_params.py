@@ -170,6 +170,52 @@ PARAMS = [
         ``"channel"`` for ``X`` of more dimensions.""",
     ),
     Param(
+        "feature_encoding",
+        "auto",
+        [StrOptions({"auto", "piecewise"}), None],
+        """feature_encoding : {"auto", "piecewise"} or None, default="auto"
+        Encoding of each numeric feature of a table before the body.
+        ``"piecewise"``: a piecewise-linear encoding over ``n_bins`` bins
+        (Gorishniy et al. 2022, :class:`skhydra.nn.PiecewiseLinear`) whose
+        edges are quantiles of the split thresholds the teacher's trees use
+        on that feature, or of the feature's values when the members' splits
+        cannot be read; binary columns, and features no tree splits on, pass
+        unchanged. A tree ensemble is a step function with its steps at those
+        thresholds, which such an encoding lets the body draw with one unit
+        per step. ``None``: the standardised features only. ``"auto"``:
+        ``"piecewise"`` for tree ensembles (forests, extra trees, bagged
+        trees, boosted-tree seed ensembles) on 2-D ``X`` with the default
+        body, ``None`` otherwise. The choice is in ``feature_encoding_``.""",
+    ),
+    Param(
+        "n_bins",
+        16,
+        [Interval(Integral, 1, None, closed="left")],
+        """n_bins : int, default=16
+        Most bins per feature of the piecewise-linear encoding.""",
+    ),
+    Param(
+        "out_of_bag",
+        "auto",
+        ["boolean", StrOptions({"auto"})],
+        """out_of_bag : bool or "auto", default="auto"
+        On the rows the ensemble was fitted on, learn the members' spread
+        from each row's out-of-bag members (those whose bootstrap sample
+        left the row out): the row's members are replaced by evenly spaced
+        order statistics of its out-of-bag members. A tree memorises the
+        rows it was grown on, so on its training rows a forest disagrees
+        far less than on any new row, and a student that learns it there
+        under-reports its uncertainty everywhere. Needs rank matching and a
+        bootstrapped ensemble (random forests, bagging with
+        ``bootstrap=True``) fitted on ``X`` itself: the rows are matched by
+        position, so ``X`` must be the ensemble's training rows in their
+        order. ``"auto"``: used when the ensemble is bootstrapped, matched by
+        rank, and was fitted by this ``fit`` or on as many rows as ``X``
+        has; ``True`` requires it (an error names what is missing);
+        ``False``: the members' predictions as they are. Whether it was used
+        is in ``out_of_bag_``.""",
+    ),
+    Param(
         "temperature",
         4.0,
         [Interval(Real, 0, None, closed="neither")],
@@ -416,6 +462,13 @@ ATTRIBUTES = """ensemble_ : object
 
     head_matching_ : {"member", "rank"}
         What the heads imitate (see ``head_matching``).
+
+    feature_encoding_ : {"piecewise"} or None
+        The encoding of the features (see ``feature_encoding``).
+
+    out_of_bag_ : bool
+        Whether the ensemble's training rows were learned from their
+        out-of-bag members (see ``out_of_bag``).
 
     head_rank_ : int or None
         Width of the projection the heads share, or None for full-width

@@ -23,6 +23,7 @@ import os
 import warnings
 import zipfile
 
+import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
@@ -34,7 +35,7 @@ from ._jsonvalues import decode, encode, is_json
 from ._regressor import GaussianTargets, HydraDistilledRegressor
 from ._training import HydraNet
 from .ensembles import Teacher
-from .nn import FillMissing, HydraModule
+from .nn import FillMissing, HydraModule, PiecewiseLinear
 
 __all__ = ["FORMAT_VERSION", "dump", "load"]
 
@@ -257,6 +258,11 @@ def _module_config(module, input_shape):
         "head_rank": module.head_rank,
         "missing": fill.missing.tolist() if isinstance(fill, FillMissing) else None,
     }
+    encode = getattr(module, "encode", None)
+    if isinstance(encode, PiecewiseLinear):
+        # Bins per input column (0: unencoded); the edges are buffers in weights.pt.
+        bins = torch.bincount(encode.feature, minlength=encode.in_features)
+        config["encoding_bins"] = [int(n) for n in bins]
     if isinstance(module.body, torch.nn.Sequential) and all(
         isinstance(layer, (torch.nn.Linear, torch.nn.ReLU)) for layer in module.body
     ):
@@ -482,6 +488,13 @@ def _check_trust(body_path, preprocessing, trusted):
         )
 
 
+def _placeholder_edges(bins):
+    """Edges with the saved number of bins per column; their values come from the weights."""
+    if bins is None:
+        return None
+    return [None if n == 0 else np.arange(n + 1.0) for n in bins]
+
+
 def _rebuild_module(config, estimator, weights):
     body = make_body(estimator.body, estimator.body_params)
     # Building the module draws initial weights, which the saved ones replace: the
@@ -498,6 +511,7 @@ def _rebuild_module(config, estimator, weights):
             input_shape=tuple(config["input_shape"]),
             missing=config["missing"],
             head_rank=config["head_rank"],
+            edges=_placeholder_edges(config.get("encoding_bins")),
         )
     state = torch.load(io.BytesIO(weights), weights_only=True, map_location="cpu")
     try:

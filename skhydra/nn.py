@@ -13,6 +13,7 @@ __all__ = [
     "FillMissing",
     "HydraHeads",
     "HydraModule",
+    "PiecewiseLinear",
     "Standardize",
     "resolve_head_rank",
 ]
@@ -84,6 +85,68 @@ class FillMissing(nn.Module):
         absent = torch.isnan(x)
         x = torch.where(absent, self.fill.to(x.dtype), x)
         return torch.cat([x, absent[:, self.missing].to(x.dtype)], dim=1)
+
+
+class PiecewiseLinear(nn.Module):
+    """Piecewise-linear encoding of chosen features; the other columns pass unchanged.
+
+    A feature with edges ``e_0 < ... < e_K`` becomes ``K`` columns, column
+    ``k`` being ``clip((x - e_k) / (e_{k+1} - e_k), 0, 1)``: 1 for the bins
+    below ``x``, the fraction of its own bin, 0 above (Gorishniy et al.,
+    2022). The first bin is not clipped below and the last not above, so
+    values outside the edges extrapolate linearly. The encoded columns come
+    first, in feature order, then the unencoded ones.
+
+    Parameters
+    ----------
+    edges : sequence of (array-like or None)
+        Increasing edges of each input column (at least two), in the units
+        the module receives, or None for a column that passes unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra.nn import PiecewiseLinear
+    >>> encode = PiecewiseLinear([[0.0, 1.0, 3.0], None])
+    >>> encode(torch.tensor([[2.0, 7.0], [-1.0, 7.0]]))
+    tensor([[ 1.0000,  0.5000,  7.0000],
+            [-1.0000,  0.0000,  7.0000]])
+    >>> encode.out_features
+    3
+    """
+
+    def __init__(self, edges):
+        super().__init__()
+        feature, left, width, low, high = [], [], [], [], []
+        for j, e in enumerate(edges):
+            if e is None:
+                continue
+            e = torch.as_tensor(e, dtype=torch.float64)
+            n = len(e) - 1
+            feature += [j] * n
+            left.append(e[:-1])
+            width.append((e[1:] - e[:-1]).clamp_min(1e-12))
+            low += [-float("inf")] + [0.0] * (n - 1)
+            high += [1.0] * (n - 1) + [float("inf")]
+        kept = [j for j, e in enumerate(edges) if e is None]
+        as_float = {"dtype": torch.float32}
+        self.register_buffer("feature", torch.tensor(feature, dtype=torch.long))
+        self.register_buffer("left", torch.cat(left).float() if left else torch.zeros(0))
+        self.register_buffer("width", torch.cat(width).float() if width else torch.ones(0))
+        self.register_buffer("low", torch.tensor(low, **as_float))
+        self.register_buffer("high", torch.tensor(high, **as_float))
+        self.register_buffer("kept", torch.tensor(kept, dtype=torch.long))
+        self.in_features = len(edges)
+
+    @property
+    def out_features(self):
+        return len(self.feature) + len(self.kept)
+
+    def forward(self, x):
+        """Encode ``x`` of shape (N, in_features); return (N, out_features)."""
+        z = (x.index_select(1, self.feature) - self.left) / self.width
+        z = torch.minimum(torch.maximum(z, self.low), self.high)
+        return torch.cat([z, x.index_select(1, self.kept)], dim=1)
 
 
 class BatchedLinear(nn.Module):
@@ -305,6 +368,10 @@ class HydraModule(nn.Module):
         Width of the projection shared by the heads (see
         :class:`HydraHeads` and :func:`resolve_head_rank`); ``None``: full-width
         heads.
+    edges : sequence of (array-like or None), default=None
+        For 2-D input: bin edges of each input feature, in scaled units, for
+        a :class:`PiecewiseLinear` encoding applied after the scaling and the
+        fills (missingness indicators pass unchanged). ``None``: no encoding.
     planned_heads : int, default=None
         The number of heads the module will be expanded to, for
         ``head_rank="auto"``; ``None`` means ``n_heads``.
@@ -342,6 +409,7 @@ class HydraModule(nn.Module):
         missing=None,
         head_rank=None,
         planned_heads=None,
+        edges=None,
     ):
         super().__init__()
         self.scaler = Standardize(loc, scale)
@@ -351,6 +419,11 @@ class HydraModule(nn.Module):
         if missing is not None:
             self.fill = FillMissing(input_shape[0], missing)
             input_shape = (input_shape[0] + len(missing),)
+        self.encode = nn.Identity()
+        if edges is not None:
+            edges = list(edges) + [None] * (input_shape[0] - len(edges))
+            self.encode = PiecewiseLinear(edges)
+            input_shape = (self.encode.out_features,)
         if body is None:
             layers = []
             width = input_shape[0]
@@ -367,6 +440,11 @@ class HydraModule(nn.Module):
         rank = resolve_head_rank(head_rank, width, planned_heads or n_heads, first)
         self.heads = HydraHeads(n_heads, width, tuple(head_layer_sizes), n_outputs, rank=rank)
 
+    def __setstate__(self, state):
+        # Modules pickled before the piecewise-linear encoding existed.
+        super().__setstate__(state)
+        self._modules.setdefault("encode", nn.Identity())
+
     @property
     def n_heads(self):
         return self.heads.n_heads
@@ -378,7 +456,7 @@ class HydraModule(nn.Module):
 
     def forward(self, x):
         """Map inputs (N, ...) to raw head outputs (N, H, n_outputs)."""
-        return self.heads(self.body(self.fill(self.scaler(x))).flatten(1))
+        return self.heads(self.body(self.encode(self.fill(self.scaler(x)))).flatten(1))
 
     def expand_heads(self, n_heads):
         """Copy the single phase-1 head into ``n_heads`` heads."""

@@ -220,9 +220,15 @@ def test_custom_body_class_regressor(diabetes, forest_r):
 
 def test_body_layer_sizes_still_shape_the_default_body(iris, forest):
     X, _ = iris
-    model = HydraDistilledClassifier(forest, **{**TINY_C, "body_layer_sizes": (7,)}).fit(X)
+    params = {**TINY_C, "body_layer_sizes": (7,)}
+    model = HydraDistilledClassifier(forest, **params, feature_encoding=None).fit(X)
     linears = [m for m in model.net_.module_.body.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(4, 7)]
+    # With the forest's split points encoded, the body reads the encoding's columns.
+    encoded = HydraDistilledClassifier(forest, **params).fit(X).net_.module_
+    linears = [m for m in encoded.body.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(encoded.encode.out_features, 7)]
+    assert encoded.encode.out_features > 4
     assert _heads_width(model) == 7
 
 

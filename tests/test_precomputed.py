@@ -22,7 +22,9 @@ from skhydra.ensembles._precomputed import PrecomputedTeacher
 from skhydra.ensembles._teacher import CHUNK_ROWS
 
 #: Synthetic rows have no precomputed predictions: until "auto" knows it, say so.
-SETTINGS = dict(TINY, augmentation=None)
+# Stored predictions carry no trees: no split points to encode at, no bootstrap samples
+# for out-of-bag views. The live students compared with them go without both.
+SETTINGS = dict(TINY, augmentation=None, feature_encoding=None, out_of_bag=False)
 
 STORAGES = ["numpy", "memmap", "zarr", "dask"]
 

@@ -45,6 +45,7 @@ TESTS = [
     "tests/test_regressor.py::test_head_m_learns_member_m",
     "tests/test_regressor.py::test_fewer_heads_learn_the_moments_of_their_members",
     "tests/test_regressor.py::test_forest_heads_matched_by_rank_keep_the_spread",
+    "tests/test_tree_fidelity.py",
 ]
 
 
@@ -178,6 +179,28 @@ MUTANTS = [
                 "skhydra/_transfer.py",
                 "    synthetic_for_teacher = like(synthetic, X_teacher)\n",
                 "    synthetic_for_teacher = like(synthetic[::-1], X_teacher)\n",
+            ),
+        ),
+    ),
+    Mutant(
+        "out_of_bag_in_bag_members",
+        "the out-of-bag view of a training row takes the members that saw it",
+        (
+            (
+                "skhydra/_base.py",
+                "chunk = _out_of_bag_chunk(chunk, in_bag.mask(start, stop))",
+                "chunk = _out_of_bag_chunk(chunk, ~in_bag.mask(start, stop))",
+            ),
+        ),
+    ),
+    Mutant(
+        "encoding_linear",
+        "the piecewise-linear encoding is not clipped: each bin is a linear copy of x",
+        (
+            (
+                "skhydra/nn.py",
+                "        z = torch.minimum(torch.maximum(z, self.low), self.high)\n",
+                "",
             ),
         ),
     ),

@@ -1,0 +1,147 @@
+"""Out-of-bag views of a bootstrapped ensemble on its own training rows.
+
+A tree grown on a bootstrap sample memorises the rows it was fitted on: on
+such a row it predicts (nearly) that row's label, whatever the other rows say.
+On a random forest's training rows about 63% of the trees are in that case,
+so the forest agrees with itself there far more than on any new row, and a
+student that learns the forest's disagreement on its training rows learns
+too little of it. The trees that did *not* see a row (its out-of-bag trees,
+about 37% of them) predict it as they predict new rows. :func:`in_bag_mask`
+finds which member saw which row; :func:`out_of_bag_view` replaces a row's
+members by evenly spaced order statistics of its out-of-bag members, the
+view of the ensemble a new row at that place would get.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+
+__all__ = ["InBag", "in_bag_rows", "out_of_bag_view"]
+
+#: Fewest out-of-bag members a row needs for its view to replace its members.
+MIN_OUT_OF_BAG = 2
+
+
+def _final_estimator(ensemble):
+    while True:
+        if isinstance(ensemble, FrozenEstimator):
+            ensemble = ensemble.estimator
+        elif isinstance(ensemble, Pipeline):
+            ensemble = ensemble[-1]
+        else:
+            return ensemble
+
+
+@dataclass(frozen=True, eq=False)
+class InBag:
+    """Which training rows each member of a bootstrapped ensemble was fitted on.
+
+    Attributes
+    ----------
+    samples : list of ndarray
+        Sorted row indices of each member's bootstrap sample.
+    n_rows : int
+        Number of rows the ensemble was fitted on.
+    """
+
+    samples: list
+    n_rows: int
+
+    def mask(self, start, stop):
+        """(stop - start, n_members) booleans: whether member m saw row start + i."""
+        mask = np.zeros((stop - start, len(self.samples)), dtype=bool)
+        for m, rows in enumerate(self.samples):
+            lo, hi = np.searchsorted(rows, [start, stop])
+            mask[rows[lo:hi] - start, m] = True
+        return mask
+
+
+def in_bag_rows(ensemble, n_members):
+    """The members' bootstrap samples, or None when the ensemble has none.
+
+    Parameters
+    ----------
+    ensemble : object
+        A fitted ensemble (a Pipeline or FrozenEstimator around one is
+        unwrapped).
+    n_members : int
+        Number of members of the resolved teacher; the ensemble's samples
+        must be one per member.
+
+    Returns
+    -------
+    InBag or None
+        None unless the ensemble was fitted on bootstrap samples (random
+        forests and bagging with ``bootstrap=True``) and says how many rows
+        it saw.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    >>> from skhydra.ensembles._oob import in_bag_rows
+    >>> X, y = load_iris(return_X_y=True)
+    >>> forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    >>> in_bag = in_bag_rows(forest, 3)
+    >>> in_bag.n_rows, in_bag.mask(0, 5).shape
+    (150, (5, 3))
+    >>> in_bag_rows(ExtraTreesClassifier(n_estimators=3).fit(X, y), 3) is None  # no bootstrap
+    True
+    """
+    model = _final_estimator(ensemble)
+    n_rows = getattr(model, "_n_samples", None)
+    if not getattr(model, "bootstrap", False) or n_rows is None:
+        return None
+    try:
+        samples = model.estimators_samples_
+    except AttributeError:
+        return None
+    if len(samples) != n_members:
+        return None
+    return InBag([np.unique(np.asarray(s, dtype=np.intp)) for s in samples], int(n_rows))
+
+
+def out_of_bag_view(values, in_bag, key):
+    """Each row's members replaced by evenly spaced order statistics of its out-of-bag members.
+
+    Row ``i`` with ``k >= 2`` out-of-bag members gets, as member ``r`` of
+    ``M``, the out-of-bag member of rank ``floor((r + 1/2) k / M)`` by
+    ``key``: the members sorted by ``key``, as rank matching wants them,
+    spread like the out-of-bag members. Rows with fewer out-of-bag members
+    keep their members.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n, n_members, ...)
+        The members' predictions of ``n`` training rows.
+    in_bag : ndarray of shape (n, n_members) of bool
+        Whether member m was fitted on row i (:meth:`InBag.mask`).
+    key : ndarray of shape (n, n_members)
+        What members are ranked by (rank matching's key).
+
+    Returns
+    -------
+    ndarray like ``values``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra.ensembles._oob import out_of_bag_view
+    >>> values = np.array([[0.0, 5.0, 1.0, 3.0]])[..., None]
+    >>> in_bag = np.array([[False, True, False, False]])  # member 1 saw the row
+    >>> out_of_bag_view(values, in_bag, values[..., 0])[0, :, 0].tolist()
+    [0.0, 1.0, 1.0, 3.0]
+    """
+    n, n_members = key.shape
+    n_out = (~in_bag).sum(axis=1)
+    order = np.argsort(np.where(in_bag, np.inf, key), axis=1, kind="stable")
+    ranks = ((np.arange(n_members) + 0.5) / n_members * np.maximum(n_out, 1)[:, None]).astype(
+        np.intp
+    )
+    picked = np.take_along_axis(order, ranks, axis=1)
+    keep = n_out < MIN_OUT_OF_BAG
+    picked[keep] = np.arange(n_members)
+    picked = picked.reshape(picked.shape + (1,) * (values.ndim - 2))
+    return np.take_along_axis(values, picked, axis=1)
