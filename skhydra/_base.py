@@ -131,6 +131,21 @@ def _out_of_bag_chunk(chunk, in_bag):
     return out_of_bag_view(chunk, in_bag, key)
 
 
+def _out_of_bag_weight(transfer, in_bag):
+    """Phase 2's row weights: a training row without an out-of-bag view weighs nothing.
+
+    Every member saw such a row (all rows of extra trees; a few rows of a small
+    forest) and memorised it, so its members agree there as they agree nowhere
+    else: the heads learn the spread from the synthetic rows and the rows that
+    have a view. Without synthetic rows the weights stay.
+    """
+    if transfer.n_real == len(transfer):
+        return transfer.weight
+    weight = np.array(transfer.weight, dtype=np.float64)
+    weight[: transfer.n_real][~in_bag.has_view()] = 0.0
+    return weight
+
+
 class BaseHydra(BodyParamsMixin, BaseEstimator):
     """Base class of the Hydra students; not for direct use.
 
@@ -197,6 +212,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             targets = collect_targets(chunks, encoding, heads, transfer.y, len(transfer), store)
             for phase_targets in targets:
                 phase_targets["weight"] = transfer.weight
+            if in_bag is not None:
+                targets[1]["weight"] = _out_of_bag_weight(transfer, in_bag)
             net = self._train(transfer, targets, encoding, n_heads, teacher, rng, options)
         self._set_fitted(ensemble, teacher, heads, encoding, net, X_student, options.device)
         self.out_of_bag_ = in_bag is not None
@@ -403,8 +420,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             )
         elif in_bag is None:
             reason = (
-                "the ensemble has no bootstrap samples (random forests and bagging with "
-                "bootstrap=True have)"
+                "the ensemble does not say which rows its members were fitted on (random "
+                "forests, extra trees and bagging do)"
             )
         elif in_bag.n_rows != n_rows:
             reason = (
@@ -445,6 +462,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             # (benchmarks/tabular_fidelity.py): "auto" encodes only at readable splits.
             return None
         edges = bin_edges(real, self.n_bins, thresholds)
+        if all(e is None for e in edges):
+            return None  # no feature to encode (codes, counts, pixel intensities)
         loc = np.broadcast_to(np.asarray(loc, np.float64), (real.shape[1],))
         scale = np.broadcast_to(np.asarray(scale, np.float64), (real.shape[1],))
         return [None if e is None else (e - loc[j]) / scale[j] for j, e in enumerate(edges)]

@@ -205,15 +205,17 @@ PARAMS = [
         order statistics of its out-of-bag members. A tree memorises the
         rows it was grown on, so on its training rows a forest disagrees
         far less than on any new row, and a student that learns it there
-        under-reports its uncertainty everywhere. Needs rank matching and a
-        bootstrapped ensemble (random forests, bagging with
-        ``bootstrap=True``) fitted on ``X`` itself: the rows are matched by
-        position, so ``X`` must be the ensemble's training rows in their
-        order. ``"auto"``: used when the ensemble is bootstrapped, matched by
-        rank, and was fitted by this ``fit`` or on as many rows as ``X``
-        has; ``True`` requires it (an error names what is missing);
-        ``False``: the members' predictions as they are. Whether it was used
-        is in ``out_of_bag_``.""",
+        under-reports its uncertainty everywhere. A training row with fewer
+        than two out-of-bag members (every row of extra trees, which use no
+        bootstrap) counts in phase 1 only: the heads learn the spread from
+        the synthetic rows and the other rows. Needs rank matching and a
+        random forest, extra trees or bagging fitted on ``X`` itself: the
+        rows are matched by position, so ``X`` must be the ensemble's
+        training rows in their order. ``"auto"``: used when the ensemble is
+        one of these, matched by rank, and was fitted by this ``fit`` or on
+        as many rows as ``X`` has; ``True`` requires it (an error names what
+        is missing); ``False``: the members' predictions as they are.
+        Whether it was used is in ``out_of_bag_``.""",
     ),
     Param(
         "temperature",

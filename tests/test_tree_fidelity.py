@@ -10,11 +10,12 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import (
     BaggingRegressor,
     ExtraTreesClassifier,
+    ExtraTreesRegressor,
     HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import skhydra
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor, predict_uncertainty
@@ -66,12 +67,40 @@ def test_in_bag_rows_are_the_forests_bootstrap_samples():
     np.testing.assert_array_equal(in_bag.mask(37, 90), mask[37:90])
 
 
-def test_in_bag_rows_need_bootstrap_samples():
+def test_in_bag_rows_of_ensembles_without_bootstrap_and_of_lists():
     X, y = load_iris(return_X_y=True)
-    assert in_bag_rows(ExtraTreesClassifier(n_estimators=5).fit(X, y), 5) is None
+    trees = in_bag_rows(ExtraTreesClassifier(n_estimators=5).fit(X, y), 5)
+    assert trees.samples is None and trees.mask(0, 150).all()  # every member saw every row
+    assert not trees.has_view().any()
     assert in_bag_rows([LogisticRegression().fit(X, y)], 1) is None
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
-    assert in_bag_rows(forest, 4) is None  # not one sample per member
+    assert in_bag_rows(forest, 4) is None  # not the teacher's members
+    # With 5 trees, some rows are out of the bag of fewer than 2 of them.
+    has_view = in_bag_rows(forest, 5).has_view()
+    assert 0 < has_view.sum() < 150
+    np.testing.assert_array_equal(has_view, (~in_bag_rows(forest, 5).mask(0, 150)).sum(1) >= 2)
+
+
+def test_training_rows_without_a_view_count_in_phase_one_only(table):
+    X, y, _ = table
+    budget = dict(body_layer_sizes=(8,), phase1_epochs=1, max_epochs=2, random_state=0)
+    trees = ExtraTreesRegressor(n_estimators=5, random_state=0).fit(X, y)
+    seen = {}
+
+    class Spy(HydraDistilledRegressor):
+        def _train(self, transfer, targets, *args):
+            seen["n_real"], seen["weights"] = transfer.n_real, [t["weight"] for t in targets]
+            return super()._train(transfer, targets, *args)
+
+    student = Spy(trees, **budget).fit(X, y)
+    assert student.out_of_bag_
+    phase1, phase2 = seen["weights"]
+    n_real = seen["n_real"]
+    assert np.all(phase1 == 1.0)
+    assert np.all(phase2[:n_real] == 0.0) and np.all(phase2[n_real:] == 1.0)
+    # Without synthetic rows, nothing else to learn from: the weights stay.
+    Spy(trees, augmentation=None, **budget).fit(X, y)
+    assert np.all(seen["weights"][1] == 1.0)
 
 
 def test_out_of_bag_view_spreads_the_out_of_bag_members_over_the_ranks():
@@ -113,10 +142,9 @@ def test_out_of_bag_true_says_what_is_missing(table):
         HydraDistilledRegressor(forest, **budget).fit(X[:500], y[:500])
     with pytest.raises(ValueError, match="imitate members, not ranks"):
         HydraDistilledRegressor(forest, head_matching="member", **budget).fit(X, y)
-    yc = (y > np.median(y)).astype(int)
-    trees = ExtraTreesClassifier(n_estimators=5, random_state=0).fit(X, yc)
-    with pytest.raises(ValueError, match="no bootstrap samples"):
-        HydraDistilledClassifier(trees, **budget).fit(X, yc)
+    linear = [LinearRegression().fit(X, y), LinearRegression().fit(X[:300], y[:300])]
+    with pytest.raises(ValueError, match="does not say which rows"):
+        HydraDistilledRegressor(linear, head_matching="rank", **budget).fit(X, y)
 
 
 # -- the split-point encoding ---------------------------------------------------

@@ -9,7 +9,10 @@ too little of it. The trees that did *not* see a row (its out-of-bag trees,
 about 37% of them) predict it as they predict new rows. :func:`in_bag_mask`
 finds which member saw which row; :func:`out_of_bag_view` replaces a row's
 members by evenly spaced order statistics of its out-of-bag members, the
-view of the ensemble a new row at that place would get.
+view of the ensemble a new row at that place would get. A row with fewer
+than two out-of-bag members (every row of extra trees, which use no
+bootstrap) has no such view: the student learns the members' spread from the
+other rows (:meth:`InBag.has_view`).
 """
 
 from dataclasses import dataclass
@@ -36,30 +39,45 @@ def _final_estimator(ensemble):
 
 @dataclass(frozen=True, eq=False)
 class InBag:
-    """Which training rows each member of a bootstrapped ensemble was fitted on.
+    """Which training rows each member of a tree ensemble was fitted on.
 
     Attributes
     ----------
-    samples : list of ndarray
-        Sorted row indices of each member's bootstrap sample.
+    samples : list of ndarray, or None
+        Sorted row indices of each member's bootstrap sample; None when
+        every member was fitted on every row (no bootstrap: extra trees).
     n_rows : int
         Number of rows the ensemble was fitted on.
+    n_members : int
+        Number of members.
     """
 
     samples: list
     n_rows: int
+    n_members: int
 
     def mask(self, start, stop):
         """(stop - start, n_members) booleans: whether member m saw row start + i."""
-        mask = np.zeros((stop - start, len(self.samples)), dtype=bool)
+        if self.samples is None:
+            return np.ones((stop - start, self.n_members), dtype=bool)
+        mask = np.zeros((stop - start, self.n_members), dtype=bool)
         for m, rows in enumerate(self.samples):
             lo, hi = np.searchsorted(rows, [start, stop])
             mask[rows[lo:hi] - start, m] = True
         return mask
 
+    def has_view(self):
+        """(n_rows,) booleans: whether a row has enough out-of-bag members for a view."""
+        if self.samples is None:
+            return np.zeros(self.n_rows, dtype=bool)
+        seen = np.zeros(self.n_rows, dtype=np.intp)
+        for rows in self.samples:
+            seen[rows] += 1
+        return self.n_members - seen >= MIN_OUT_OF_BAG
+
 
 def in_bag_rows(ensemble, n_members):
-    """The members' bootstrap samples, or None when the ensemble has none.
+    """The members' training rows, or None when the ensemble does not say.
 
     Parameters
     ----------
@@ -67,15 +85,15 @@ def in_bag_rows(ensemble, n_members):
         A fitted ensemble (a Pipeline or FrozenEstimator around one is
         unwrapped).
     n_members : int
-        Number of members of the resolved teacher; the ensemble's samples
-        must be one per member.
+        Number of members of the resolved teacher; the ensemble's members
+        must be these.
 
     Returns
     -------
     InBag or None
-        None unless the ensemble was fitted on bootstrap samples (random
-        forests and bagging with ``bootstrap=True``) and says how many rows
-        it saw.
+        For random forests, extra trees and bagging: their bootstrap samples
+        (``samples=None`` when there is no bootstrap and every member saw
+        every row). None for other ensembles and lists of models.
 
     Examples
     --------
@@ -87,20 +105,21 @@ def in_bag_rows(ensemble, n_members):
     >>> in_bag = in_bag_rows(forest, 3)
     >>> in_bag.n_rows, in_bag.mask(0, 5).shape
     (150, (5, 3))
-    >>> in_bag_rows(ExtraTreesClassifier(n_estimators=3).fit(X, y), 3) is None  # no bootstrap
-    True
+    >>> trees = in_bag_rows(ExtraTreesClassifier(n_estimators=3).fit(X, y), 3)
+    >>> trees.samples is None, bool(trees.mask(0, 5).all())  # no bootstrap: all rows
+    (True, True)
     """
     model = _final_estimator(ensemble)
     n_rows = getattr(model, "_n_samples", None)
-    if not getattr(model, "bootstrap", False) or n_rows is None:
+    estimators = getattr(model, "estimators_", None)
+    if n_rows is None or not hasattr(model, "bootstrap") or estimators is None:
         return None
-    try:
-        samples = model.estimators_samples_
-    except AttributeError:
+    if len(estimators) != n_members:
         return None
-    if len(samples) != n_members:
-        return None
-    return InBag([np.unique(np.asarray(s, dtype=np.intp)) for s in samples], int(n_rows))
+    if not model.bootstrap:
+        return InBag(None, int(n_rows), n_members)
+    samples = model.estimators_samples_
+    return InBag([np.unique(np.asarray(s, dtype=np.intp)) for s in samples], int(n_rows), n_members)
 
 
 def out_of_bag_view(values, in_bag, key):

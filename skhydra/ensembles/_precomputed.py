@@ -170,8 +170,11 @@ class MemberPredictions:
     >>> labels = MemberPredictions(stored, classes=forest.classes_, tree_based=True)
     >>> labels
     MemberPredictions(n_rows=150, n_members=5, classes=[0, 1, 2])
+    >>> # Stored predictions have no trees to read splits or bootstrap samples from:
+    >>> # the live student compared with them goes without both.
     >>> settings = dict(augmentation=None, body_layer_sizes=(16,), max_epochs=6,
-    ...                 phase1_epochs=3, random_state=0)
+    ...                 phase1_epochs=3, random_state=0, feature_encoding=None,
+    ...                 out_of_bag=False)
     >>> hydra = HydraDistilledClassifier(labels, **settings).fit(X)
     >>> live = HydraDistilledClassifier(forest, **settings).fit(X)
     >>> bool((hydra.predict_proba(X) == live.predict_proba(X)).all())
