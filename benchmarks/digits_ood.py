@@ -152,8 +152,16 @@ VARIANTS = {
     "kd": dict(n_heads=1),
     "kd-tuned": None,  # chosen per split on validation rows, see tune_kd
     "hydra": dict(),  # the defaults ("auto" head matching and augmentation)
+    # The defaults before out-of-bag views and the split-point encoding (7e5dfe4).
+    "hydra-previous": dict(feature_encoding=None, out_of_bag=False),
     # skhydra 0.1's defaults: head m imitates member m, noise rows, full-width heads.
-    "hydra-paper": dict(head_matching="member", augmentation="noise", head_rank=None),
+    "hydra-paper": dict(
+        head_matching="member",
+        augmentation="noise",
+        head_rank=None,
+        feature_encoding=None,
+        out_of_bag=False,
+    ),
     "hydra-full-heads": dict(head_rank=None),  # the defaults with the paper's full-width heads
     "hydra-none": dict(augmentation=None),
     "hydra-noise": dict(augmentation="noise"),

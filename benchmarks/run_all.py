@@ -39,7 +39,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 #: skhydra 0.1's defaults, the "before" rows of the tabular suite.
-V01 = json.dumps({"head_matching": "member", "augmentation": "noise", "head_rank": None})
+V01 = json.dumps(
+    {
+        "head_matching": "member",
+        "augmentation": "noise",
+        "head_rank": None,
+        "feature_encoding": None,
+        "out_of_bag": False,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ JOBS = [
             "--repeats",
             "2",
             "--variants",
-            "kd,kd-tuned,hydra,hydra-full-heads,hydra-paper",
+            "kd,kd-tuned,hydra,hydra-previous,hydra-full-heads,hydra-paper",
         ],
     ),
     Job("tabular_fidelity", "tabular_fidelity.py", full=["--repeats", "2"]),
