@@ -24,6 +24,10 @@ __all__ = ["MIN_DISTINCT_PER_BIN", "bin_edges", "split_thresholds"]
 #: of a forest's epistemic uncertainty (benchmarks/digits_ood.py).
 MIN_DISTINCT_PER_BIN = 2
 
+#: Smallest width of a bin, as a fraction of the feature's range (float32
+#: resolves about 1e-7 of a value).
+MIN_GAP = 1e-5
+
 
 def _unwrap(model):
     while isinstance(model, (FrozenEstimator, Pipeline)):
@@ -141,6 +145,28 @@ def bin_edges(X, n_bins, thresholds=None):
             edges.append(None)
             continue
         e = np.unique(np.r_[column.min(), inner, column.max()])
-        e = e[(e >= column.min()) & (e <= column.max())]
+        e = _separated(e[(e >= column.min()) & (e <= column.max())])
         edges.append(e if len(e) >= 3 else None)
     return edges
+
+
+def _separated(edges):
+    """The edges less those within ``MIN_GAP`` of the range from the previous one.
+
+    A tree's threshold can differ from the feature's smallest or largest value
+    by float32 rounding only: such a bin would be empty and, at the ends, make
+    the encoding's slope enormous. The outer edges stay.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._encoding import _separated
+    >>> _separated(np.array([0.0, 1e-9, 0.5, 1.0 - 1e-9, 1.0])).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    gap = MIN_GAP * (edges[-1] - edges[0])
+    kept = [edges[0]]
+    for e in edges[1:-1]:
+        if e - kept[-1] >= gap and edges[-1] - e >= gap:
+            kept.append(e)
+    return np.array(kept + [edges[-1]]) if len(edges) > 1 else edges

@@ -149,6 +149,30 @@ class DivergenceCheck(Callback):
             )
 
 
+class SignedEarlyStopping(EarlyStopping):
+    """skorch's :class:`~skorch.callbacks.EarlyStopping` for losses of either sign.
+
+    skorch asks a new best score to be ``threshold * score`` below the last
+    one; with a negative score (the Gaussian likelihood of regression) that
+    margin changes sign, a slightly worse epoch passes as an improvement and
+    patience never runs out. Here the margin is ``threshold * |score|``.
+
+    Examples
+    --------
+    >>> from skhydra._training import SignedEarlyStopping
+    >>> stopper = SignedEarlyStopping(threshold=0.1)
+    >>> float(stopper._calc_new_threshold(-2.0)), float(stopper._calc_new_threshold(2.0))
+    (-2.2, 1.8)
+    """
+
+    def _calc_new_threshold(self, score):
+        if self.threshold_mode == "rel":
+            change = self.threshold * abs(score)
+        else:
+            change = self.threshold
+        return score - change if self.lower_is_better else score + change
+
+
 def _fused_adamw(device):
     """Whether AdamW's fused kernel serves ``device``: CUDA, and the CPU from torch 2.4.
 
@@ -331,7 +355,7 @@ def train_two_phase(
         if valid_rows is not None:
             valid = _on_device(TransferDataset(X, phase_targets, valid_rows), placement)
             split = predefined_split(valid)
-            stopper = EarlyStopping(patience=n_iter_no_change, load_best=True, sink=log)
+            stopper = SignedEarlyStopping(patience=n_iter_no_change, load_best=True, sink=log)
             extra.append(("early_stopping", stopper))
         if verbose > 1:
             extra.append(("progress_bar", ProgressBar()))

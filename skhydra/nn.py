@@ -93,9 +93,12 @@ class PiecewiseLinear(nn.Module):
     A feature with edges ``e_0 < ... < e_K`` becomes ``K`` columns, column
     ``k`` being ``clip((x - e_k) / (e_{k+1} - e_k), 0, 1)``: 1 for the bins
     below ``x``, the fraction of its own bin, 0 above (Gorishniy et al.,
-    2022). The first bin is not clipped below and the last not above, so
-    values outside the edges extrapolate linearly. The encoded columns come
-    first, in feature order, then the unencoded ones.
+    2022). Values outside the edges extrapolate linearly: the first column
+    adds ``x - e_0`` below ``e_0`` and the last ``x - e_K`` above ``e_K``, a
+    slope of one per unit of ``x`` whatever the width of the end bins (a
+    narrow end bin would otherwise turn a value just outside the edges into
+    a huge one). The encoded columns come first, in feature order, then the
+    unencoded ones.
 
     Parameters
     ----------
@@ -108,16 +111,17 @@ class PiecewiseLinear(nn.Module):
     >>> import torch
     >>> from skhydra.nn import PiecewiseLinear
     >>> encode = PiecewiseLinear([[0.0, 1.0, 3.0], None])
-    >>> encode(torch.tensor([[2.0, 7.0], [-1.0, 7.0]]))
+    >>> encode(torch.tensor([[2.0, 7.0], [-1.0, 7.0], [5.0, 7.0]]))
     tensor([[ 1.0000,  0.5000,  7.0000],
-            [-1.0000,  0.0000,  7.0000]])
+            [-1.0000,  0.0000,  7.0000],
+            [ 1.0000,  3.0000,  7.0000]])
     >>> encode.out_features
     3
     """
 
     def __init__(self, edges):
         super().__init__()
-        feature, left, width, low, high = [], [], [], [], []
+        feature, left, width, first, last = [], [], [], [], []
         for j, e in enumerate(edges):
             if e is None:
                 continue
@@ -126,15 +130,16 @@ class PiecewiseLinear(nn.Module):
             feature += [j] * n
             left.append(e[:-1])
             width.append((e[1:] - e[:-1]).clamp_min(1e-12))
-            low += [-float("inf")] + [0.0] * (n - 1)
-            high += [1.0] * (n - 1) + [float("inf")]
+            first += [1.0] + [0.0] * (n - 1)
+            last += [0.0] * (n - 1) + [1.0]
         kept = [j for j, e in enumerate(edges) if e is None]
         as_float = {"dtype": torch.float32}
         self.register_buffer("feature", torch.tensor(feature, dtype=torch.long))
         self.register_buffer("left", torch.cat(left).float() if left else torch.zeros(0))
         self.register_buffer("width", torch.cat(width).float() if width else torch.ones(0))
-        self.register_buffer("low", torch.tensor(low, **as_float))
-        self.register_buffer("high", torch.tensor(high, **as_float))
+        # 1 on the first (last) column of each feature: the ones that extrapolate.
+        self.register_buffer("first", torch.tensor(first, **as_float))
+        self.register_buffer("last", torch.tensor(last, **as_float))
         self.register_buffer("kept", torch.tensor(kept, dtype=torch.long))
         self.in_features = len(edges)
 
@@ -144,9 +149,11 @@ class PiecewiseLinear(nn.Module):
 
     def forward(self, x):
         """Encode ``x`` of shape (N, in_features); return (N, out_features)."""
-        z = (x.index_select(1, self.feature) - self.left) / self.width
-        z = torch.minimum(torch.maximum(z, self.low), self.high)
-        return torch.cat([z, x.index_select(1, self.kept)], dim=1)
+        offset = x.index_select(1, self.feature) - self.left
+        z = (offset / self.width).clamp(0.0, 1.0)
+        below = self.first * offset.clamp(max=0.0)
+        above = self.last * (offset - self.width).clamp(min=0.0)
+        return torch.cat([z + below + above, x.index_select(1, self.kept)], dim=1)
 
 
 class BatchedLinear(nn.Module):

@@ -158,11 +158,19 @@ def test_piecewise_linear_encoding():
     expected = torch.tensor(
         [
             [1.0, 0.5, 0.0, 0.5, 5.0],
-            [-2.0, 0.0, 0.0, 2.0, 6.0],  # below the edges: the first bin extrapolates
+            [-2.0, 0.0, 0.0, 3.0, 6.0],  # below the edges: the first bin extrapolates
             [1.0, 1.0, 6.0, 0.0, 7.0],  # above: the last bin does
         ]
     )
     torch.testing.assert_close(encode(x), expected)
+    # Outside the edges the slope is one per unit, however narrow the end bins.
+    narrow = PiecewiseLinear([np.array([0.0, 1e-6, 1.0, 1.0 + 1e-6])])
+    torch.testing.assert_close(
+        narrow(torch.tensor([[-0.5], [1.5]])),
+        torch.tensor([[-0.5, 0.0, 0.0], [1.0, 1.0, 1.5]]),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_bin_edges_follow_the_splits_and_skip_coarse_columns():
