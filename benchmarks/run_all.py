@@ -103,6 +103,11 @@ JOBS = [
         quick=["--quick", "--student-params", V01],
         smoke=["--smoke", "--student-params", V01],
     ),
+    Job(
+        "fidelity_targets",
+        "fidelity_targets.py",
+        full=["--before", "benchmarks/results/tabular_fidelity_previous.json"],
+    ),
     Job("digits_cnn", "digits_cnn.py", full=["--tune"]),
     Job("uci_regression", "uci_regression.py"),
     Job("cost", "cost.py"),

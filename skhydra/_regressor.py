@@ -130,7 +130,9 @@ class HydraDistilledRegressor(RegressorMixin, BaseHydra):
     Residuals of ``y`` around members that were fitted on the same rows are
     smaller than on new rows (a deep tree reproduces its training targets), so
     with point members the learned aleatoric variance is a lower bound unless
-    ``X, y`` are rows the ensemble did not see (e.g. a held-out set).
+    ``X, y`` are rows the ensemble did not see (e.g. a held-out set), or the
+    training rows of a bootstrapped ensemble seen through their out-of-bag
+    members (``out_of_bag_``).
 
     References
     ----------

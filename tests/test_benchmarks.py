@@ -180,3 +180,25 @@ def test_gpu_check_smallest_real_checks_pass(tmp_path, keep_threads, monkeypatch
     assert run_main(module, "gpu_check.py", ["--quick", "--output", str(output)], monkeypatch) == 0
     text = output.read_text()
     assert "**FAIL**" not in text and "CPU STAND-IN" not in text
+
+
+def test_fidelity_targets_reads_the_suite_and_checks_each_target(tmp_path, monkeypatch):
+    targets = load("fidelity_targets.py")
+    assert [targets.fit_budget(n) for n in (500, 1000, 5500, 10000)] == [15, 15, 37.5, 60]
+    run = {"rho": 0.96, "rho_ood": 0.80, "ratio": 1.2, "fit_s": 20.0, "rows": 1000}
+    regression = {**run, "rmse_ratio": 1.01, "cov_t": 0.95, "cov_s": 0.90, "fit_s": 10.0}
+    entries = [
+        {"table": "t", "teacher": "forest", "task": "classifier", "runs": [run, run]},
+        {"table": "u", "teacher": "bagged_trees", "task": "regressor", "runs": [regression]},
+    ]
+    (tmp_path / "tabular_fidelity.json").write_text(__import__("json").dumps(entries))
+    output = tmp_path / "fidelity_targets.md"
+    run_main(targets, "fidelity_targets.py", ["--smoke", "--output", str(output)], monkeypatch)
+    text = check_report(output, "fidelity_targets.py")
+    assert "| t | forest | 1000 | 0.960 ✓ | 0.800 ✗ | 1.200 ✗ | 20.0 ✗ |" in text
+    assert "| u | bagged_trees | 1000 | 0.960 ✓ | 0.800 ✗ | 1.200 ✗ | 1.010 ✓ | -0.050 ✗ |" in text
+    assert "Met: rho 1 of 1; rho_ood 0 of 1; ratio 0 of 1; fit_s 0 of 1." in text
+    with pytest.raises(SystemExit, match="not found"):
+        run_main(
+            targets, "fidelity_targets.py", ["--output", str(tmp_path / "x" / "r.md")], monkeypatch
+        )

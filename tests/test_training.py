@@ -18,7 +18,13 @@ from skorch.callbacks import Callback
 from skorch.history import History
 
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
-from skhydra._training import RESERVED_SKORCH_PARAMS, DivergenceCheck, HydraNet, train_two_phase
+from skhydra._training import (
+    RESERVED_SKORCH_PARAMS,
+    DivergenceCheck,
+    HydraNet,
+    SignedEarlyStopping,
+    train_two_phase,
+)
 from skhydra.losses import TemperedKLLoss
 from skhydra.nn import HydraModule
 
@@ -211,6 +217,24 @@ def test_early_stopping_restores_the_best_weights():
     # Phase 2 started from phase 1's best weights, not from its last ones.
     (_, _, phase2_begin) = [r for r in RECORDS["stopping"] if r[0] == "begin"][1]
     torch.testing.assert_close(phase2_begin[0], states[1]["heads.layers.0.weight"])
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_early_stopping_runs_out_of_patience_for_losses_of_either_sign(sign):
+    # Each epoch 1e-5 worse than the first: no improvement, whatever the sign of
+    # the loss (the Gaussian likelihood of regression is often negative).
+    stopper = SignedEarlyStopping(patience=3, load_best=False)
+    net = SimpleNamespace(history=History(), verbose=0)
+    stopper.on_train_begin(net)
+    epochs = 0
+    with pytest.raises(KeyboardInterrupt):  # skorch's signal to stop
+        for epoch in range(1, 20):
+            net.history.new_epoch()
+            net.history.record("epoch", epoch)
+            net.history.record("valid_loss", sign * 2.0 + 1e-5 * (epoch - 1))
+            epochs = epoch
+            stopper.on_epoch_end(net)
+    assert epochs == 4 and stopper.best_epoch_ == 1
 
 
 def test_user_callbacks_are_copied_for_each_phase():

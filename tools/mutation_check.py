@@ -46,6 +46,7 @@ TESTS = [
     "tests/test_regressor.py::test_fewer_heads_learn_the_moments_of_their_members",
     "tests/test_regressor.py::test_forest_heads_matched_by_rank_keep_the_spread",
     "tests/test_tree_fidelity.py",
+    "tests/test_training.py::test_early_stopping_runs_out_of_patience_for_losses_of_either_sign",
 ]
 
 
@@ -199,8 +200,31 @@ MUTANTS = [
         (
             (
                 "skhydra/nn.py",
-                "        z = torch.minimum(torch.maximum(z, self.low), self.high)\n",
-                "",
+                "        z = (offset / self.width).clamp(0.0, 1.0)\n",
+                "        z = offset / self.width\n",
+            ),
+        ),
+    ),
+    Mutant(
+        "encoding_end_slope",
+        "outside the edges the encoding extrapolates at the slope of the end bin",
+        (
+            (
+                "skhydra/nn.py",
+                "        above = self.last * (offset - self.width).clamp(min=0.0)\n",
+                "        above = self.last * (offset - self.width).clamp(min=0.0) / self.width\n",
+            ),
+        ),
+    ),
+    Mutant(
+        "early_stopping_signed_margin",
+        "early stopping's margin takes the sign of the loss (skorch's), so a worse negative "
+        "loss counts as an improvement",
+        (
+            (
+                "skhydra/_training.py",
+                "            change = self.threshold * abs(score)\n",
+                "            change = self.threshold * score\n",
             ),
         ),
     ),
