@@ -38,7 +38,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _provenance import header, write_report  # noqa: E402
+from _provenance import header, table, write_report  # noqa: E402
 
 #: figure -> (test, the target in words); the tests take the mean over splits.
 CHECKS = {
@@ -77,10 +77,7 @@ def verdict(key, value, rows):
 
 def table_markdown(task, entries, before):
     figures = FIGURES[task]
-    lines = [
-        "| table | teacher | rows | " + " | ".join(figures) + " |",
-        "|---|---|---|" + "---|" * len(figures),
-    ]
+    rows = []
     met = {key: 0 for key in figures}
     for entry in entries:
         now = means(entry)
@@ -94,11 +91,7 @@ def table_markdown(task, entries, before):
             if old is not None and key in old:
                 value = fmt.format(old[key]) + " → " + value
             cells.append(f"{value} {'✓' if ok else '✗'}")
-        lines.append(
-            f"| {entry['table']} | {entry['teacher']} | {now['rows']:.0f} | "
-            + " | ".join(cells)
-            + " |"
-        )
+        rows.append([entry["table"], entry["teacher"], f"{now['rows']:.0f}", *cells])
     targets = [
         "fit_s: 15 s at 1,000 rows, 60 s at 10,000"
         if key == "fit_s"
@@ -106,7 +99,8 @@ def table_markdown(task, entries, before):
         for key in figures
     ]
     summary = "; ".join(f"{key} {met[key]} of {len(entries)}" for key in figures)
-    return "\n".join(lines) + f"\n\nTargets: {'; '.join(targets)}.\n\nMet: {summary}.\n"
+    grid = table(["table", "teacher", "rows", *figures], rows)
+    return grid + f"\nTargets: {'; '.join(targets)}.\n\nMet: {summary}.\n"
 
 
 def source_provenance(results):
