@@ -17,6 +17,11 @@ a target for, with whether the target is met:
   table; a table of ``n`` rows gets the straight line through those two
   points (15 s below 1,000 rows). The suite fits with one torch thread.
 
+Where the suite measured them, ``rho_ref`` and ``rho_ood_ref`` follow
+``rho`` and ``rho_ood`` as context, with no target: the same correlations for
+a second teacher of the same kind fitted with another seed, how reproducible
+the teacher's own ranking is.
+
 With ``--before`` (another run's JSON, e.g. ``tabular_fidelity_previous.json``),
 each figure is shown as ``before → after``. No figure is typed here: each is
 read from the JSON, and the provenance of the run that wrote it is copied
@@ -48,6 +53,8 @@ CHECKS = {
     "rmse_ratio": (lambda v: v <= 1.02, "<= 1.02"),
     "cov_gap": (lambda v: abs(v) <= 0.02, "|gap| <= 0.02"),
 }
+#: figure -> its context column (no target), shown when the results have it.
+CONTEXT = {"rho": "rho_ref", "rho_ood": "rho_ood_ref"}
 FIGURES = {
     "classifier": ["rho", "rho_ood", "ratio", "fit_s"],
     "regressor": ["rho", "rho_ood", "ratio", "rmse_ratio", "cov_gap", "fit_s"],
@@ -62,7 +69,8 @@ def fit_budget(rows):
 def means(entry):
     """Mean over the splits of each figure of one table and teacher, with the coverage gap."""
     runs = entry["runs"]
-    out = {key: float(np.mean([r[key] for r in runs])) for key in runs[0] if key != "head_matching"}
+    keys = dict.fromkeys(key for r in runs for key in r if key != "head_matching")
+    out = {key: float(np.mean([r[key] for r in runs if key in r])) for key in keys}
     if "cov_s" in out:
         out["cov_gap"] = out["cov_s"] - out["cov_t"]
     return out
@@ -77,6 +85,11 @@ def verdict(key, value, rows):
 
 def table_markdown(task, entries, before):
     figures = FIGURES[task]
+    context = {
+        key: CONTEXT[key]
+        for key in figures
+        if key in CONTEXT and any(CONTEXT[key] in run for e in entries for run in e["runs"])
+    }
     rows = []
     met = {key: 0 for key in figures}
     for entry in entries:
@@ -91,6 +104,8 @@ def table_markdown(task, entries, before):
             if old is not None and key in old:
                 value = fmt.format(old[key]) + " → " + value
             cells.append(f"{value} {'✓' if ok else '✗'}")
+            if key in context:
+                cells.append(f"{now[context[key]]:.3f}" if context[key] in now else "–")
         rows.append([entry["table"], entry["teacher"], f"{now['rows']:.0f}", *cells])
     targets = [
         "fit_s: 15 s at 1,000 rows, 60 s at 10,000"
@@ -99,7 +114,8 @@ def table_markdown(task, entries, before):
         for key in figures
     ]
     summary = "; ".join(f"{key} {met[key]} of {len(entries)}" for key in figures)
-    grid = table(["table", "teacher", "rows", *figures], rows)
+    columns = [c for key in figures for c in ([key, context[key]] if key in context else [key])]
+    grid = table(["table", "teacher", "rows", *columns], rows)
     return grid + f"\nTargets: {'; '.join(targets)}.\n\nMet: {summary}.\n"
 
 

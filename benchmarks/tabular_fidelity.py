@@ -30,7 +30,14 @@ means, the AUROC of telling OOD from test rows by epistemic uncertainty, the
 accuracy (or RMSE) of teacher and student on the test rows, for regression the
 coverage of the 95% interval ``mean +- 1.96 sqrt(epistemic)`` (the members'
 spread, the part a point-prediction teacher gives) on the test rows, and the
-student's fit time (teacher predictions included).
+student's fit time (teacher predictions included; the evaluation is not).
+
+``rho_ref`` and ``rho_ood_ref`` are the same Spearman correlations for a
+*reference teacher*: the same kind of ensemble fitted on the same rows with
+another seed. They measure how reproducible the teacher's own uncertainty
+ranking is (a 100-tree forest's votes are a Monte-Carlo estimate), the context
+of the student's ``rho``: a student that learns the ensemble's behaviour rather
+than its particular trees cannot be expected to rank far above it.
 
     python benchmarks/tabular_fidelity.py                      # every table and teacher
     python benchmarks/tabular_fidelity.py --quick              # one small table, one teacher
@@ -123,6 +130,11 @@ TABLES = {
 
 TEACHERS = ["forest", "extra_trees", "bagged_trees", "hgb_seeds"]
 
+#: Seed offset of the reference teacher: the same kind refitted on the same rows, whose
+#: Spearman correlation with the teacher (rho_ref) is how far the teacher's own uncertainty
+#: ranking is reproducible, the context of the student's rho.
+REFERENCE_SEED = 1000
+
 
 def load(name, seed):
     """(X_train, X_test, X_ood, y_train, y_test, task) of one table."""
@@ -197,7 +209,8 @@ def member_means(model, X):
     return predict_members(model, X)[0]
 
 
-def evaluate(task, ens, student, X_te, X_ood, y_te):
+def evaluate(task, ens, student, X_te, X_ood, y_te, reference=None):
+    """The row of one student; ``reference``: the teacher refitted with another seed."""
     X_all = pd.concat([X_te, X_ood])
     t, s = epistemic(ens, X_all), epistemic(student, X_all)
     n = len(X_te)
@@ -209,6 +222,12 @@ def evaluate(task, ens, student, X_te, X_ood, y_te):
         "auroc_t": roc_auc_score(labels, t),
         "auroc_s": roc_auc_score(labels, s),
     }
+    if reference is not None:
+        # The teacher's own reproducibility: how well a second teacher of the same kind,
+        # fitted on the same rows with another seed, ranks the first one's uncertainty.
+        r = epistemic(reference, X_all)
+        row["rho_ref"] = spearmanr(t, r).statistic
+        row["rho_ood_ref"] = spearmanr(t[n:], r[n:]).statistic
     if task == "classifier":
         teacher_pred = predict_members(ens, X_te).mean(axis=1).argmax(axis=1)
         classes = student.classes_
@@ -226,10 +245,12 @@ def evaluate(task, ens, student, X_te, X_ood, y_te):
 
 
 COLUMNS = {
-    "classifier": ["rho", "rho_ood", "ratio", "auroc_t", "auroc_s", "acc_t", "acc_s", "fit_s"],
+    "classifier": ["rho", "rho_ref", "rho_ood", "rho_ood_ref", "ratio", "auroc_t", "auroc_s", "acc_t", "acc_s", "fit_s"],
     "regressor": [
         "rho",
+        "rho_ref",
         "rho_ood",
+        "rho_ood_ref",
         "ratio",
         "auroc_t",
         "auroc_s",
@@ -249,7 +270,10 @@ def table_markdown(task, rows):
     for r in rows:
         cells = []
         for c in columns:
-            values = [x[c] for x in r["runs"]]
+            values = [x[c] for x in r["runs"] if c in x]
+            if not values:
+                cells.append("–")
+                continue
             mean = np.mean(values)
             digits = 1 if c == "fit_s" or c.startswith("rmse_") and c != "rmse_ratio" else 3
             cell = f"{mean:.{digits}f}"
@@ -299,8 +323,10 @@ def main(argv=None):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     student = Student(ens, random_state=seed, **params).fit(X_tr, y_tr)
-                row = evaluate(task, ens, student, X_te, X_ood, y_te)
-                row["fit_s"] = time.perf_counter() - begin
+                fit_s = time.perf_counter() - begin
+                reference = teacher(kind, task, X_tr, y_tr, seed + REFERENCE_SEED, size)
+                row = evaluate(task, ens, student, X_te, X_ood, y_te, reference)
+                row["fit_s"] = fit_s
                 row["rows"] = len(X_tr)
                 row["epochs"] = len(student.net_.history)
                 row["head_matching"] = student.head_matching_

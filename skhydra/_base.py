@@ -59,6 +59,12 @@ PREDICT_ROWS = 4096
 #: are drawn around: all of them up to this many, a random sample beyond.
 AUGMENT_SAMPLE_ROWS = 100_000
 
+#: Early stopping's patience with n_iter_no_change="auto": this many passes over the real
+#: rows, within these bounds in epochs (benchmarks/tabular_fidelity.py: the fits of tree
+#: students, five transfer rows per real row, found their best epoch early).
+PATIENCE_REAL_PASSES = 60
+PATIENCE_EPOCHS = (10, 30)
+
 #: Real rows that the bin edges of the piecewise-linear encoding are computed on: all of
 #: them up to this many, a random sample beyond (the edges are quantiles).
 EDGE_SAMPLE_ROWS = 20_000
@@ -217,6 +223,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             net = self._train(transfer, targets, encoding, n_heads, teacher, rng, options)
         self._set_fitted(ensemble, teacher, heads, encoding, net, X_student, options.device)
         self.out_of_bag_ = in_bag is not None
+        self.n_iter_no_change_ = self._patience(transfer)
         self.feature_encoding_ = (
             "piecewise" if isinstance(net.module_.encode, PiecewiseLinear) else None
         )
@@ -516,7 +523,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 weight_decay=self.weight_decay,
                 batch_size=self._batch_size(n_train),
                 valid_index=valid_index,
-                n_iter_no_change=self.n_iter_no_change,
+                n_iter_no_change=self._patience(transfer),
                 device=options.device,
                 seed=options.seed,
                 verbose=self.verbose,
@@ -525,6 +532,15 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 precision=self.precision,
                 accelerator=self.accelerator,
             )
+
+    def _patience(self, transfer):
+        """Early stopping's patience in epochs (``n_iter_no_change``; "auto" decides)."""
+        if self.n_iter_no_change != "auto":
+            return self.n_iter_no_change
+        # 60 passes over the real rows: 30 epochs of a transfer set with one synthetic row per
+        # real row, fewer when the synthetic rows make each epoch several passes.
+        passes = PATIENCE_REAL_PASSES * transfer.n_real / len(transfer)
+        return int(np.clip(round(passes), *PATIENCE_EPOCHS))
 
     def _set_fitted(self, ensemble, teacher, heads, encoding, net, X_student, device):
         """Every fitted attribute, in one place."""

@@ -187,15 +187,18 @@ def test_fidelity_targets_reads_the_suite_and_checks_each_target(tmp_path, monke
     assert [targets.fit_budget(n) for n in (500, 1000, 5500, 10000)] == [15, 15, 37.5, 60]
     run = {"rho": 0.96, "rho_ood": 0.80, "ratio": 1.2, "fit_s": 20.0, "rows": 1000}
     regression = {**run, "rmse_ratio": 1.01, "cov_t": 0.95, "cov_s": 0.90, "fit_s": 10.0}
+    # The reference teacher's correlations are context columns of the tasks that have them,
+    # averaged over the splits that measured them.
+    referenced = {**run, "rho_ref": 0.9, "rho_ood_ref": 0.7}
     entries = [
-        {"table": "t", "teacher": "forest", "task": "classifier", "runs": [run, run]},
+        {"table": "t", "teacher": "forest", "task": "classifier", "runs": [run, referenced]},
         {"table": "u", "teacher": "bagged_trees", "task": "regressor", "runs": [regression]},
     ]
     (tmp_path / "tabular_fidelity.json").write_text(__import__("json").dumps(entries))
     output = tmp_path / "fidelity_targets.md"
     run_main(targets, "fidelity_targets.py", ["--smoke", "--output", str(output)], monkeypatch)
     text = check_report(output, "fidelity_targets.py")
-    assert "| t | forest | 1000 | 0.960 ✓ | 0.800 ✗ | 1.200 ✗ | 20.0 ✗ |" in text
+    assert "| t | forest | 1000 | 0.960 ✓ | 0.900 | 0.800 ✗ | 0.700 | 1.200 ✗ | 20.0 ✗ |" in text
     assert "| u | bagged_trees | 1000 | 0.960 ✓ | 0.800 ✗ | 1.200 ✗ | 1.010 ✓ | -0.050 ✗ |" in text
     assert "Met: rho 1 of 1; rho_ood 0 of 1; ratio 0 of 1; fit_s 0 of 1." in text
     with pytest.raises(SystemExit, match="not found"):

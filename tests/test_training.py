@@ -237,6 +237,23 @@ def test_early_stopping_runs_out_of_patience_for_losses_of_either_sign(sign):
     assert epochs == 4 and stopper.best_epoch_ == 1
 
 
+@pytest.mark.parametrize(
+    "params, patience",
+    [
+        ({}, 12),  # a forest's transfer set: 4 synthetic rows per real row, 60 / 5 passes
+        ({"augmentation": "noise"}, 30),  # one noise row per real row: 60 / 2
+        ({"augmentation": None}, 30),  # the real rows alone: 60, at most 30
+        ({"augmentation": "noise", "augmentation_factor": 9.0}, 10),  # 60 / 10, at least 10
+        ({"n_iter_no_change": 7}, 7),
+    ],
+)
+def test_auto_patience_counts_passes_over_the_real_rows(iris, forest, params, patience):
+    X, y = iris
+    student = HydraDistilledClassifier(forest, **{**TINY, **params}).fit(X, y)
+    assert student.n_iter_no_change_ == patience
+    assert dict(student.net_.callbacks_)["early_stopping"].patience == patience
+
+
 def test_user_callbacks_are_copied_for_each_phase():
     counter = Counter()
     net = _train(phase1_epochs=2, phase2_epochs=3, callbacks=[counter])

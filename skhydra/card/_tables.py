@@ -196,7 +196,7 @@ def _training_table(estimator):
     if estimator.early_stopping:
         stopping = (
             f"on {_fmt(estimator.validation_fraction)} of the transfer set, patience "
-            f"{estimator.n_iter_no_change} epochs"
+            f"{estimator.n_iter_no_change_} epochs"
         )
     else:
         stopping = "off"
