@@ -108,6 +108,12 @@ JOBS = [
         "fidelity_targets.py",
         full=["--before", "benchmarks/results/tabular_fidelity_previous.json"],
     ),
+    # The same against the run before n_iter_no_change="auto" (f833e66, patience 30).
+    Job(
+        "fidelity_patience",
+        "fidelity_targets.py",
+        full=["--before", "benchmarks/results/tabular_fidelity_patience30.json"],
+    ),
     Job("digits_cnn", "digits_cnn.py", full=["--tune"]),
     Job("uci_regression", "uci_regression.py"),
     Job("cost", "cost.py"),

@@ -194,9 +194,11 @@ def _training_table(estimator):
     history = estimator.net_.history
     phase2 = estimator.max_epochs - estimator.phase1_epochs
     if estimator.early_stopping:
+        # Students saved before n_iter_no_change_ existed had an int patience.
+        patience = getattr(estimator, "n_iter_no_change_", estimator.n_iter_no_change)
         stopping = (
             f"on {_fmt(estimator.validation_fraction)} of the transfer set, patience "
-            f"{estimator.n_iter_no_change_} epochs"
+            f"{patience} epochs"
         )
     else:
         stopping = "off"
