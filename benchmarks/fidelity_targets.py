@@ -20,7 +20,9 @@ a target for, with whether the target is met:
 Where the suite measured them, ``rho_ref`` and ``rho_ood_ref`` follow
 ``rho`` and ``rho_ood`` as context, with no target: the same correlations for
 a second teacher of the same kind fitted with another seed, how reproducible
-the teacher's own ranking is.
+the teacher's own ranking is. A line under each table counts the teachers whose
+reference meets the ``rho`` target, and the students within 0.05 of their
+reference.
 
 With ``--before`` (another run's JSON, e.g. ``tabular_fidelity_previous.json``),
 each figure is shown as ``before → after``. No figure is typed here: each is
@@ -116,7 +118,22 @@ def table_markdown(task, entries, before):
     summary = "; ".join(f"{key} {met[key]} of {len(entries)}" for key in figures)
     columns = [c for key in figures for c in ([key, context[key]] if key in context else [key])]
     grid = table(["table", "teacher", "rows", *columns], rows)
-    return grid + f"\nTargets: {'; '.join(targets)}.\n\nMet: {summary}.\n"
+    text = grid + f"\nTargets: {'; '.join(targets)}.\n\nMet: {summary}.\n"
+    if "rho" in context:
+        text += "\n" + reference_summary([means(e) for e in entries]) + "\n"
+    return text
+
+
+def reference_summary(rows, near=0.05):
+    """How often the reference teacher meets the rho target, and the student comes near it."""
+    measured = [r for r in rows if "rho_ref" in r]
+    reached = sum(CHECKS["rho"][0](r["rho_ref"]) for r in measured)
+    close = sum(r["rho"] >= r["rho_ref"] - near for r in measured)
+    return (
+        f"Reference teacher: rho_ref {CHECKS['rho'][1]} in {reached} of {len(measured)}; "
+        f"the student's rho at most {near} below rho_ref (or above it) in {close} of "
+        f"{len(measured)}."
+    )
 
 
 def source_provenance(results):

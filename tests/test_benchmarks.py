@@ -201,6 +201,12 @@ def test_fidelity_targets_reads_the_suite_and_checks_each_target(tmp_path, monke
     assert "| t | forest | 1000 | 0.960 ✓ | 0.900 | 0.800 ✗ | 0.700 | 1.200 ✗ | 20.0 ✗ |" in text
     assert "| u | bagged_trees | 1000 | 0.960 ✓ | 0.800 ✗ | 1.200 ✗ | 1.010 ✓ | -0.050 ✗ |" in text
     assert "Met: rho 1 of 1; rho_ood 0 of 1; ratio 0 of 1; fit_s 0 of 1." in text
+    # rho 0.96 against rho_ref 0.9: the reference misses the target, the student is above it.
+    assert (
+        "Reference teacher: rho_ref >= 0.95 in 0 of 1; the student's rho at most 0.05 below "
+        "rho_ref (or above it) in 1 of 1." in text
+    )
+    assert text.count("Reference teacher:") == 1  # the regressors measured no reference
     with pytest.raises(SystemExit, match="not found"):
         run_main(
             targets, "fidelity_targets.py", ["--output", str(tmp_path / "x" / "r.md")], monkeypatch
