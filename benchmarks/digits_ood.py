@@ -50,7 +50,6 @@ from skhydra.plotting import (
     UncertaintyShiftDisplay,
 )
 
-
 #: Seed offset of the reference teacher (the row "teacher, another seed").
 REFERENCE_SEED = 1000
 

@@ -245,7 +245,18 @@ def evaluate(task, ens, student, X_te, X_ood, y_te, reference=None):
 
 
 COLUMNS = {
-    "classifier": ["rho", "rho_ref", "rho_ood", "rho_ood_ref", "ratio", "auroc_t", "auroc_s", "acc_t", "acc_s", "fit_s"],
+    "classifier": [
+        "rho",
+        "rho_ref",
+        "rho_ood",
+        "rho_ood_ref",
+        "ratio",
+        "auroc_t",
+        "auroc_s",
+        "acc_t",
+        "acc_s",
+        "fit_s",
+    ],
     "regressor": [
         "rho",
         "rho_ref",
