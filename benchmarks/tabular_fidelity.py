@@ -244,34 +244,11 @@ def evaluate(task, ens, student, X_te, X_ood, y_te, reference=None):
     return row
 
 
+#: Columns of both tasks' tables, then each task's own.
+SHARED_COLUMNS = ["rho", "rho_ref", "rho_ood", "rho_ood_ref", "ratio", "auroc_t", "auroc_s"]
 COLUMNS = {
-    "classifier": [
-        "rho",
-        "rho_ref",
-        "rho_ood",
-        "rho_ood_ref",
-        "ratio",
-        "auroc_t",
-        "auroc_s",
-        "acc_t",
-        "acc_s",
-        "fit_s",
-    ],
-    "regressor": [
-        "rho",
-        "rho_ref",
-        "rho_ood",
-        "rho_ood_ref",
-        "ratio",
-        "auroc_t",
-        "auroc_s",
-        "rmse_t",
-        "rmse_s",
-        "rmse_ratio",
-        "cov_t",
-        "cov_s",
-        "fit_s",
-    ],
+    "classifier": [*SHARED_COLUMNS, "acc_t", "acc_s", "fit_s"],
+    "regressor": [*SHARED_COLUMNS, "rmse_t", "rmse_s", "rmse_ratio", "cov_t", "cov_s", "fit_s"],
 }
 
 
