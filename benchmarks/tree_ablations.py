@@ -1,0 +1,307 @@
+"""Ablations of a tree-teacher student: what changing one setting does to its fidelity.
+
+The defaults for tree teachers (``temperature=4``, a ``(256, 256)`` body, about
+20,000 synthetic rows, ``n_bins=16``) are compared, one setting at a time, with
+the alternatives that could close the gaps ``fidelity_targets.md`` reports:
+
+* ``temperature`` 2 and 8 (classifiers): how soft the heads' targets are;
+* ``body_layer_sizes=(512, 512)``: twice the body's width (capacity);
+* ``augmentation_factor=2.5``: 2.5 times the synthetic rows (data);
+* ``n_bins=64``: four times the bins of the split-point encoding;
+* heads sharpened after fitting (classifiers): every head's log-probabilities
+  multiplied by 2 or 10 before the softmax, the student's own heads with
+  their aleatoric part (mean head entropy) pushed towards the trees', which is
+  zero for fully grown trees. Not a setting of the package: an upper bound on
+  what a learned head temperature could move;
+* "MLP trained on y" (regressors): scikit-learn's ``MLPRegressor`` with the
+  body's layer sizes, on the teacher's one-hot encoding, standardised, trained
+  on the observed targets alone with early stopping. Context for the RMSE
+  target: how far a network of the student's size gets without a teacher.
+
+Cases: digits (classes 0-7, 8-9 out of distribution; ``digits_ood.py``) with a
+100-tree forest and 100 extra trees, and from the tabular suite
+(``tabular_fidelity.py``, the same splits and teachers) attrition with extra
+trees, hotel_rates and Wage with a forest. Reported on the test + OOD rows as
+in those scripts: ``rho`` and ``rho_ood`` (Spearman of student and teacher
+epistemic), ``ratio`` (of their means), the student's and the teacher's mean
+aleatoric part (classifiers), accuracy or the RMSE ratio to the teacher's,
+epochs and fit time.
+
+    python benchmarks/tree_ablations.py --output benchmarks/results/tree_ablations.md
+    python benchmarks/tree_ablations.py --quick --output /tmp/a.md   # attrition, 1 split
+    python benchmarks/tree_ablations.py --smoke --output /tmp/a.md   # seconds
+"""
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import digits_ood
+import numpy as np
+import pandas as pd
+import tabular_fidelity
+import torch
+from _provenance import header, table, write_report
+from _stats import cell
+from scipy.stats import spearmanr
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.neural_network import MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
+from skhydra.ensembles import predict_members
+from skhydra.uncertainty import regression_uncertainty
+
+HERE = Path(__file__).resolve().parent
+
+#: case: (source, table or None, teacher kind)
+CASES = {
+    "digits:forest": ("digits", None, "forest"),
+    "digits:extra_trees": ("digits", None, "extra_trees"),
+    "attrition:extra_trees": ("tabular", "attrition", "extra_trees"),
+    "hotel_rates:forest": ("tabular", "hotel_rates", "forest"),
+    "Wage:forest": ("tabular", "Wage", "forest"),
+}
+
+#: variant: (student parameters, task it applies to or None for both)
+VARIANTS = {
+    "defaults": ({}, None),
+    "temperature=2": ({"temperature": 2.0}, "classifier"),
+    "temperature=8": ({"temperature": 8.0}, "classifier"),
+    "body 512x512": ({"body_layer_sizes": (512, 512)}, None),
+    "augmentation_factor=2.5": ({"augmentation_factor": 2.5}, None),
+    "n_bins=64": ({"n_bins": 64}, None),
+}
+
+#: Factors of the heads' log-probabilities of the defaults' student (classifiers).
+SHARPENING = (2.0, 10.0)
+
+SMOKE = {"body_layer_sizes": (16,), "phase1_epochs": 2, "max_epochs": 4}
+
+
+def load(case, seed):
+    """(X_train, X_test, X_ood, y_train, y_test, task, teacher) of one case."""
+    source, name, kind = CASES[case]
+    if source == "digits":
+        X_tr, X_te, y_tr, y_te, X_ood = digits_ood.load(seed)
+        return (
+            X_tr,
+            X_te,
+            X_ood,
+            y_tr,
+            y_te,
+            "classifier",
+            digits_ood.teacher(kind, X_tr, y_tr, seed),
+        )
+    X_tr, X_te, X_ood, y_tr, y_te, task = tabular_fidelity.load(name, seed)
+    ens = tabular_fidelity.teacher(kind, task, X_tr, y_tr, seed)
+    return X_tr, X_te, X_ood, y_tr, y_te, task, ens
+
+
+def _stack(X_te, X_ood):
+    if isinstance(X_te, pd.DataFrame):
+        return pd.concat([X_te, X_ood])
+    return np.concatenate([X_te, X_ood])
+
+
+def entropy_parts(members):
+    """(epistemic, aleatoric) in nats of probabilities (n, members, classes), equal weights."""
+    members = np.clip(members, 0.0, 1.0)
+    mean = members.mean(axis=1)
+    total = -np.sum(mean * np.log(np.where(mean > 0, mean, 1.0)), axis=-1)
+    per_member = -np.sum(members * np.log(np.where(members > 0, members, 1.0)), axis=-1)
+    aleatoric = per_member.mean(axis=1)
+    return total - aleatoric, aleatoric
+
+
+def sharpened(members, factor):
+    """Head probabilities with their log-probabilities multiplied by ``factor``."""
+    logits = torch.log(torch.as_tensor(members, dtype=torch.float64).clamp_min(1e-300))
+    return torch.softmax(factor * logits, dim=-1).numpy()
+
+
+def fidelity(task, teacher_members, student_members, n_test, y_te):
+    """The row of one student given both sides' member predictions on test + OOD rows."""
+    if task == "classifier":
+        t, t_ale = entropy_parts(teacher_members)
+        s, s_ale = entropy_parts(student_members)
+        row = {"ale_s": float(s_ale.mean()), "ale_t": float(t_ale.mean())}
+        t_pred = teacher_members[:n_test].mean(axis=1).argmax(axis=1)
+        s_pred = student_members[:n_test].mean(axis=1).argmax(axis=1)
+        row["acc_t"] = float(np.mean(t_pred == y_te))
+        row["acc_s"] = float(np.mean(s_pred == y_te))
+    else:
+        t = regression_uncertainty(teacher_members)[2]
+        s = regression_uncertainty(student_members)[2]
+        rmse_t = np.sqrt(np.mean((teacher_members[:n_test].mean(axis=1) - y_te) ** 2))
+        rmse_s = np.sqrt(np.mean((student_members[:n_test].mean(axis=1) - y_te) ** 2))
+        row = {"rmse_ratio": float(rmse_s / rmse_t)}
+    row["rho"] = float(spearmanr(t, s).statistic)
+    row["rho_ood"] = float(spearmanr(t[n_test:], s[n_test:]).statistic)
+    row["ratio"] = float(s.mean() / t.mean())
+    return row
+
+
+def members_of(model, X, task):
+    """Member (or head) predictions: probabilities (n, m, classes) or means (n, m)."""
+    if hasattr(model, "net_"):
+        out = model.predict_members(X)
+    else:
+        out = predict_members(model, X)
+    return out if task == "classifier" else out[0]
+
+
+def mlp_on_y(X_tr, y_tr, X_te, y_te, rmse_teacher, seed, smoke):
+    """RMSE ratio (to the teacher's) of an MLP of the body's size trained on ``y`` alone."""
+    sizes = SMOKE["body_layer_sizes"] if smoke else (256, 256)
+    mlp = MLPRegressor(
+        hidden_layer_sizes=sizes,
+        alpha=1e-4,
+        early_stopping=True,
+        max_iter=5 if smoke else 400,
+        random_state=seed,
+    )
+    model = TransformedTargetRegressor(
+        make_pipeline(tabular_fidelity.encoder(), StandardScaler(), mlp),
+        transformer=StandardScaler(),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X_tr, y_tr)
+    return float(np.sqrt(np.mean((model.predict(X_te) - y_te) ** 2)) / rmse_teacher)
+
+
+def run_case(case, seed, variants, smoke):
+    """Rows (variant, metrics) of one case and split."""
+    X_tr, X_te, X_ood, y_tr, y_te, task, ens = load(case, seed)
+    X_all, n = _stack(X_te, X_ood), len(X_te)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        teacher_members = members_of(ens, X_all, task)
+    Student = HydraDistilledClassifier if task == "classifier" else HydraDistilledRegressor
+    rows = []
+    for label in variants:
+        params, only = VARIANTS[label]
+        if only not in (None, task):
+            continue
+        params = {**params, **(SMOKE if smoke else {})}
+        begin = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            student = Student(ens, random_state=seed, **params).fit(X_tr, y_tr)
+        fit_s = time.perf_counter() - begin
+        heads = members_of(student, X_all, task)
+        if task == "classifier":  # heads' classes -> the teacher's class indices
+            y_index = np.searchsorted(student.classes_, y_te)
+        else:
+            y_index = y_te
+        row = fidelity(task, teacher_members, heads, n, y_index)
+        row.update(epochs=len(student.net_.history), fit_s=fit_s)
+        rows.append((label, row))
+        if label == "defaults" and task == "classifier":
+            for factor in SHARPENING:
+                sharp = fidelity(task, teacher_members, sharpened(heads, factor), n, y_index)
+                rows.append((f"defaults, heads sharpened x{factor:g}", sharp))
+    if task == "regressor":
+        rmse_t = np.sqrt(np.mean((teacher_members[:n].mean(axis=1) - y_te) ** 2))
+        ratio = mlp_on_y(X_tr, y_tr, X_te, y_te, rmse_t, seed, smoke)
+        rows.append(("MLP trained on y (no teacher)", {"rmse_ratio": ratio}))
+    return task, rows
+
+
+COLUMNS = {
+    "classifier": [
+        "rho",
+        "rho_ood",
+        "ratio",
+        "ale_s",
+        "ale_t",
+        "acc_s",
+        "acc_t",
+        "epochs",
+        "fit_s",
+    ],
+    "regressor": ["rho", "rho_ood", "ratio", "rmse_ratio", "epochs", "fit_s"],
+}
+
+
+def case_table(task, runs):
+    """Markdown table of one case: a row per variant, mean ± s.e. over the splits."""
+    order = list(dict.fromkeys(label for rows in runs for label, _ in rows))
+    lines = []
+    for label in order:
+        values = [row for rows in runs for name, row in rows if name == label]
+        cells = []
+        for column in COLUMNS[task]:
+            present = [v[column] for v in values if column in v]
+            digits = 1 if column in ("fit_s", "epochs") else 3
+            cells.append(cell(present, digits) if present else "–")
+        lines.append([label, *cells])
+    return table(["variant", *COLUMNS[task]], lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=2, help="splits and seeds 0, 1, ...")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--quick", action="store_true", help="attrition extra trees, 1 split")
+    parser.add_argument("--smoke", action="store_true", help="the quick case, tiny students")
+    parser.add_argument("--output", default=None, help="markdown report (default: results/)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cases, variants = args.cases.split(","), args.variants.split(",")
+    unknown = sorted(set(cases) - set(CASES)) + sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown cases or variants: {unknown}")
+    if args.quick or args.smoke:
+        cases, args.repeats = ["attrition:extra_trees"], 1
+    if args.smoke:
+        variants = ["defaults", "n_bins=64"]
+    start = time.perf_counter()
+    results = []
+    for case in cases:
+        runs = []
+        for seed in range(args.repeats):
+            task, rows = run_case(case, seed, variants, args.smoke)
+            for label, row in rows:
+                print(json.dumps({"case": case, "seed": seed, "variant": label, **row}), flush=True)
+            runs.append(rows)
+        results.append((case, task, runs))
+    lines = [
+        header(
+            "Tree-teacher ablations: one setting at a time",
+            "benchmarks/tree_ablations.py",
+            sys.argv[1:] if argv is None else argv,
+            list(range(args.repeats)),
+            start,
+            extra=["teachers: 100 trees (digits_ood.py, tabular_fidelity.py)"],
+        )
+    ]
+    lines.append(
+        "Means ± standard errors over the splits; test + out-of-distribution rows; "
+        "the heads sharpened and the MLP rows are described in the script's docstring.\n"
+    )
+    for case, task, runs in results:
+        lines += [f"## {case}", "", case_table(task, runs)]
+    report = "\n".join(lines)
+    print(report)
+    output = args.output
+    if output is None and not (args.quick or args.smoke):
+        output = HERE / "results" / "tree_ablations.md"
+    if output is not None:
+        write_report(output, report)
+        rows = [
+            {"case": c, "task": t, "runs": [[{"variant": v, **r} for v, r in run] for run in runs]}
+            for c, t, runs in results
+        ]
+        Path(output).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
