@@ -108,12 +108,25 @@ JOBS = [
         "fidelity_targets.py",
         full=["--before", "benchmarks/results/tabular_fidelity_previous.json"],
     ),
-    # The same against the run before n_iter_no_change="auto" (f833e66, patience 30).
+    # The run before match_aleatoric (1fd8465) against the one before n_iter_no_change="auto"
+    # (f833e66, patience 30): what the patience alone changed.
     Job(
         "fidelity_patience",
         "fidelity_targets.py",
-        full=["--before", "benchmarks/results/tabular_fidelity_patience30.json"],
+        full=[
+            "--results",
+            "benchmarks/results/tabular_fidelity_unmatched.json",
+            "--before",
+            "benchmarks/results/tabular_fidelity_patience30.json",
+        ],
     ),
+    # The suite against the run before match_aleatoric (1fd8465): what the heads' factor changed.
+    Job(
+        "fidelity_match",
+        "fidelity_targets.py",
+        full=["--before", "benchmarks/results/tabular_fidelity_unmatched.json"],
+    ),
+    Job("tree_ablations", "tree_ablations.py"),
     Job("digits_cnn", "digits_cnn.py", full=["--tune"]),
     Job("uci_regression", "uci_regression.py"),
     Job("cost", "cost.py"),

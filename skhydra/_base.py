@@ -32,6 +32,7 @@ from sklearn.utils.validation import (
 
 from ._body import BodyParamsMixin, make_body
 from ._encoding import bin_edges, split_thresholds
+from ._head_scale import fit_head_scale, held_out_rows
 from ._progress import row_progress
 from ._rows import OutOfCoreRows, check_block, is_out_of_core
 from ._storage import RowStore, parse_bytes
@@ -220,8 +221,17 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 phase_targets["weight"] = transfer.weight
             if in_bag is not None:
                 targets[1]["weight"] = _out_of_bag_weight(transfer, in_bag)
-            net = self._train(transfer, targets, encoding, n_heads, teacher, rng, options)
+            net, valid_index = self._train(
+                transfer, targets, encoding, n_heads, teacher, rng, options
+            )
+            head_scale = None
+            if self._scales_heads(teacher, n_heads):
+                head_scale = self._fit_head_scale(
+                    net.module_, transfer, targets[1], valid_index, encoding, heads, options
+                )
         self._set_fitted(ensemble, teacher, heads, encoding, net, X_student, options.device)
+        if self._task == "classifier":
+            self.head_scale_ = 1.0 if head_scale is None else head_scale
         self.out_of_bag_ = in_bag is not None
         self.n_iter_no_change_ = self._patience(transfer)
         self.feature_encoding_ = (
@@ -511,7 +521,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 planned_heads=n_heads,
                 edges=edges,
             )
-            return train_two_phase(
+            net = train_two_phase(
                 module,
                 encoding.criterion(),
                 transfer.X,
@@ -532,6 +542,36 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 precision=self.precision,
                 accelerator=self.accelerator,
             )
+        return net, valid_index
+
+    def _scales_heads(self, teacher, n_heads):
+        """Whether the heads' logits get one factor after training (classifier only)."""
+        return False
+
+    def _fit_head_scale(self, module, transfer, phase2, valid_index, encoding, heads, options):
+        """Choose the factor of the heads' outputs on held-out rows and fold it into them.
+
+        The heads' mean entropy on validation rows (see
+        :func:`skhydra._head_scale.held_out_rows`) is made that of their
+        phase-2 targets; returns the factor (1.0 without such rows).
+        """
+        rows = held_out_rows(valid_index, phase2["weight"], len(transfer))
+        if len(rows) == 0:
+            return 1.0
+        device = next(module.parameters()).device
+        module.eval()
+        with torch.inference_mode():
+            logits = torch.cat(
+                [
+                    module(torch.as_tensor(transfer.X[block], device=device)).float().cpu()
+                    for block in np.array_split(rows, max(1, len(rows) // PREDICT_ROWS))
+                ]
+            )
+        weights = torch.as_tensor(heads.head_weights, dtype=torch.float64)
+        target = encoding.head_entropy(phase2["target"][rows], weights)
+        scale = fit_head_scale(logits, target, weights)
+        module.heads.scale_outputs(scale)
+        return scale
 
     def _patience(self, transfer):
         """Early stopping's patience in epochs (``n_iter_no_change``; "auto" decides)."""

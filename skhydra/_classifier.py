@@ -10,6 +10,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from ._base import BaseHydra
+from ._head_scale import mean_head_entropy
 from ._params import declare_parameters
 from .losses import TemperedKLLoss, tempered_log_softmax
 from .uncertainty import block_rows, entropy_decomposition, index_of, uncertainty_frame
@@ -71,6 +72,16 @@ class ClassTargets:
     def criterion(self):
         return TemperedKLLoss(self.temperature)
 
+    def head_entropy(self, encoded, head_weights):
+        """Mean entropy (over rows, weighted over heads) of phase-2 targets, untempered.
+
+        ``encoded`` holds ``softmax(log p / T)`` (n, heads, classes); ``p`` is
+        ``softmax(T * log target)`` again, up to the clipping of zeros.
+        """
+        tempered = torch.as_tensor(np.asarray(encoded), dtype=torch.float64)
+        log_p = torch.log_softmax(self.temperature * tempered.clamp_min(1e-300).log(), dim=-1)
+        return mean_head_entropy(log_p, head_weights.double())
+
 
 def _head_probabilities(logits):
     """Softmax over the classes of (n, heads, classes) logits, as (n, classes, heads).
@@ -121,6 +132,10 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
     ----------
     classes_ : ndarray of shape (n_classes,)
         The ensemble's classes (the union of its members' classes).
+
+    head_scale_ : float
+        The factor on every head's logits chosen after training (see
+        ``match_aleatoric``); 1.0 when none was.
 
     {attributes}
 
@@ -254,3 +269,8 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
 
     def _target_encoding(self, teacher, y, predictions):
         return ClassTargets(teacher.classes_, self.temperature)
+
+    def _scales_heads(self, teacher, n_heads):
+        if n_heads < 2 or self.match_aleatoric is False:
+            return False
+        return self.match_aleatoric is True or teacher.tree_based

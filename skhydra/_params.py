@@ -229,6 +229,25 @@ PARAMS = [
         task="classifier",
     ),
     Param(
+        "match_aleatoric",
+        "auto",
+        ["boolean", StrOptions({"auto"})],
+        """match_aleatoric : bool or "auto", default="auto"
+        After training, multiply every head's logits by one factor, chosen
+        on the validation rows (every transfer row without early stopping)
+        so that the heads' mean entropy, the student's aleatoric part, equals
+        that of the members they imitate; the factor is kept within
+        [0.1, 10] and folded into the heads' last layer (``head_scale_``).
+        A fully grown tree votes with certainty, so a forest's aleatoric part
+        is zero, while smooth heads imitating its votes hedge near the class
+        boundaries and report part of the trees' disagreement as their own
+        entropy; the factor moves it back into the epistemic part. Needs two
+        heads or more. ``"auto"``: for tree ensembles (forests, extra trees,
+        bagged trees, boosted-tree seed ensembles); ``True``: for any
+        ensemble; ``False``: never (``head_scale_`` is 1).""",
+        task="classifier",
+    ),
+    Param(
         "augmentation",
         "auto",
         [StrOptions({"auto", "noise", "mixup", "munge"}), None],

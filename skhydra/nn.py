@@ -289,6 +289,24 @@ class HydraHeads(nn.Module):
                 z = F.relu(z)
         return z
 
+    @torch.no_grad()
+    def scale_outputs(self, factor):
+        """Multiply every head's outputs by ``factor`` (its last layer's weights and bias).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skhydra.nn import HydraHeads
+        >>> heads = HydraHeads(n_heads=2, in_features=4, hidden_sizes=(8,), out_features=3)
+        >>> z = torch.randn(5, 4)
+        >>> before = heads(z)
+        >>> heads.scale_outputs(2.0)
+        >>> bool(torch.allclose(heads(z), 2.0 * before))
+        True
+        """
+        self.layers[-1].weight.mul_(factor)
+        self.layers[-1].bias.mul_(factor)
+
     def expand(self, n_heads):
         """Replace every head by a copy of head 0 (Hydra's phase 2 start).
 

@@ -46,6 +46,7 @@ TESTS = [
     "tests/test_regressor.py::test_fewer_heads_learn_the_moments_of_their_members",
     "tests/test_regressor.py::test_forest_heads_matched_by_rank_keep_the_spread",
     "tests/test_tree_fidelity.py",
+    "tests/test_head_scale.py",
     "tests/test_training.py::test_early_stopping_runs_out_of_patience_for_losses_of_either_sign",
 ]
 
@@ -213,6 +214,22 @@ MUTANTS = [
                 "skhydra/nn.py",
                 "        above = self.last * (offset - self.width).clamp(min=0.0)\n",
                 "        above = self.last * (offset - self.width).clamp(min=0.0) / self.width\n",
+            ),
+        ),
+    ),
+    Mutant(
+        "head_scale_not_applied",
+        "the factor on the heads' logits is chosen but never folded into the heads",
+        (("skhydra/_base.py", "        module.heads.scale_outputs(scale)\n", ""),),
+    ),
+    Mutant(
+        "head_scale_tempered_targets",
+        "the heads' target entropy is read from the tempered targets (T = 1 instead of T)",
+        (
+            (
+                "skhydra/_classifier.py",
+                "torch.log_softmax(self.temperature * tempered",
+                "torch.log_softmax(1.0 * tempered",
             ),
         ),
     ),
