@@ -46,6 +46,7 @@ V01 = json.dumps(
         "head_rank": None,
         "feature_encoding": None,
         "out_of_bag": False,
+        "match_aleatoric": False,
     }
 )
 
@@ -92,7 +93,7 @@ JOBS = [
             "--repeats",
             "2",
             "--variants",
-            "kd,kd-tuned,hydra,hydra-previous,hydra-full-heads,hydra-paper",
+            "kd,kd-tuned,hydra,hydra-unmatched,hydra-previous,hydra-full-heads,hydra-paper",
         ],
     ),
     Job("tabular_fidelity", "tabular_fidelity.py", full=["--repeats", "2"]),

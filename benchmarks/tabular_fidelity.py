@@ -277,7 +277,11 @@ def main(argv=None):
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--teachers", default=",".join(TEACHERS))
     parser.add_argument("--repeats", type=int, default=1, help="splits and seeds 0, 1, ...")
-    parser.add_argument("--student-params", default="{}", help="JSON dict of student parameters")
+    parser.add_argument(
+        "--student-params",
+        default="{}",
+        help="JSON dict of student parameters (those a student does not take are skipped for it)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="attrition, forest, 1 repeat")
     parser.add_argument(
@@ -307,10 +311,12 @@ def main(argv=None):
                 Student = (
                     HydraDistilledClassifier if task == "classifier" else HydraDistilledRegressor
                 )
+                # A classifier's own parameters (temperature, match_aleatoric) skip regressors.
+                own = {k: v for k, v in params.items() if k in Student().get_params()}
                 begin = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
-                    student = Student(ens, random_state=seed, **params).fit(X_tr, y_tr)
+                    student = Student(ens, random_state=seed, **own).fit(X_tr, y_tr)
                 fit_s = time.perf_counter() - begin
                 reference = teacher(kind, task, X_tr, y_tr, seed + REFERENCE_SEED, size)
                 row = evaluate(task, ens, student, X_te, X_ood, y_te, reference)
