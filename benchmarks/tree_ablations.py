@@ -25,6 +25,8 @@ trees, hotel_rates and Wage with a forest. Reported on the test + OOD rows as
 in those scripts: ``rho`` and ``rho_ood`` (Spearman of student and teacher
 epistemic), ``ratio`` (of their means), the student's and the teacher's mean
 aleatoric part (classifiers), accuracy or the RMSE ratio to the teacher's,
+for classifiers ``kl``, the KL divergence of the teacher's mean prediction
+from the student's on the test rows (``skhydra.metrics.kl_to_teacher``),
 epochs and fit time.
 
     python benchmarks/tree_ablations.py --output benchmarks/results/tree_ablations.md
@@ -54,6 +56,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
 from skhydra.ensembles import predict_members
+from skhydra.metrics import kl_to_teacher
 from skhydra.uncertainty import regression_uncertainty
 
 HERE = Path(__file__).resolve().parent
@@ -126,6 +129,9 @@ def fidelity(task, teacher_members, student_members, n_test, y_te):
         s_pred = student_members[:n_test].mean(axis=1).argmax(axis=1)
         row["acc_t"] = float(np.mean(t_pred == y_te))
         row["acc_s"] = float(np.mean(s_pred == y_te))
+        row["kl"] = kl_to_teacher(
+            teacher_members[:n_test].mean(axis=1), student_members[:n_test].mean(axis=1)
+        )
     else:
         t = regression_uncertainty(teacher_members)[2]
         s = regression_uncertainty(student_members)[2]
@@ -210,6 +216,7 @@ COLUMNS = {
         "ale_t",
         "acc_s",
         "acc_t",
+        "kl",
         "epochs",
         "fit_s",
     ],

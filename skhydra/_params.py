@@ -237,7 +237,7 @@ PARAMS = [
         on the validation rows (every transfer row without early stopping)
         so that the heads' mean entropy, the student's aleatoric part, equals
         that of the members they imitate; the factor is kept within
-        [0.1, 10] and folded into the heads' last layer (``head_scale_``).
+        [0.5, 2] and folded into the heads' last layer (``head_scale_``).
         A fully grown tree votes with certainty, so a forest's aleatoric part
         is zero, while smooth heads imitating its votes hedge near the class
         boundaries and report part of the trees' disagreement as their own

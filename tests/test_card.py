@@ -108,6 +108,8 @@ def test_teacher_and_architecture(text_c, hydra, forest):
     assert row(text_c, "### Architecture", "Outputs per head") == ["3"]
     assert row(text_c, "### Training", "Epochs run (both phases)") == [str(len(hydra.net_.history))]
     assert row(text_c, "### Training", "Temperature") == [fmt(hydra.temperature)]
+    factor = row(text_c, "### Training", "Factor on the heads' logits (match_aleatoric)")
+    assert factor == [fmt(hydra.head_scale_)]
     assert row(text_c, "### Training", "Phase 2: every head against its members") == [
         f"{TINY['max_epochs'] - TINY['phase1_epochs']} epochs at most"
     ]
@@ -189,6 +191,7 @@ def test_regressor_sections(text_r):
     assert row(text_r, "## Teacher", "Members predict a variance") == ["no"]
     assert row(text_r, "### Architecture", "Outputs per head") == ["2"]
     assert "Temperature" not in text_r
+    assert "match_aleatoric" not in text_r
 
 
 def test_plots_written_and_linked(card_c, text_c):

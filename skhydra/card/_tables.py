@@ -216,6 +216,10 @@ def _training_table(estimator):
         rows.append(["Final validation loss", _fmt(history[-1, "valid_loss"])])
     if hasattr(estimator, "classes_"):
         rows.append(["Temperature", _fmt(estimator.temperature)])
+        # Students saved before match_aleatoric existed have no head_scale_.
+        scale = getattr(estimator, "head_scale_", None)
+        if scale is not None:
+            rows.append(["Factor on the heads' logits (match_aleatoric)", _fmt(scale)])
     if estimator.augmentation is None or estimator.augmentation_factor == 0:
         rows.append(["Augmentation", "none"])
     else:
