@@ -32,7 +32,7 @@ from sklearn.utils.validation import (
 
 from ._body import BodyParamsMixin, make_body
 from ._encoding import bin_edges, split_thresholds
-from ._head_scale import fit_head_scale, held_out_rows
+from ._head_scale import fit_head_scale, held_out_rows, row_limit
 from ._progress import row_progress
 from ._rows import OutOfCoreRows, check_block, is_out_of_core
 from ._storage import RowStore, parse_bytes
@@ -552,10 +552,12 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
         """Choose the factor of the heads' outputs on held-out rows and fold it into them.
 
         The heads' mean entropy on validation rows (see
-        :func:`skhydra._head_scale.held_out_rows`) is made that of their
+        :func:`skhydra._head_scale.held_out_rows`; fewer of them for many heads
+        and classes, :func:`skhydra._head_scale.row_limit`) is made that of their
         phase-2 targets; returns the factor (1.0 without such rows).
         """
-        rows = held_out_rows(valid_index, phase2["weight"], len(transfer))
+        limit = row_limit(len(heads.head_weights), encoding.n_outputs)
+        rows = held_out_rows(valid_index, phase2["weight"], len(transfer), limit)
         if len(rows) == 0:
             return 1.0
         device = next(module.parameters()).device

@@ -16,6 +16,7 @@ from skhydra._head_scale import (
     fit_head_scale,
     held_out_rows,
     mean_head_entropy,
+    row_limit,
 )
 from skhydra._targets import assign_heads
 
@@ -51,6 +52,13 @@ def test_held_out_rows_are_validation_rows_of_positive_weight():
     assert held_out_rows(valid, weight, 5).tolist() == [0, 3, 4]
     assert held_out_rows(None, weight, 5).tolist() == [0, 1, 3, 4]
     assert held_out_rows(None, np.ones(100), 100, limit=3).tolist() == [0, 50, 99]
+
+
+def test_many_heads_and_classes_search_fewer_rows():
+    assert row_limit(100, 2) == 5_000
+    assert row_limit(100, 10) == 4_000
+    assert row_limit(200, 100) * 200 * 100 <= 4_000_000
+    assert row_limit(10_000, 1_000) == 1
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0])
