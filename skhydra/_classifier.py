@@ -271,6 +271,8 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         return ClassTargets(teacher.classes_, self.temperature)
 
     def _scales_heads(self, teacher, n_heads):
-        if n_heads < 2 or self.match_aleatoric is False:
+        if n_heads < 2:
             return False
-        return self.match_aleatoric is True or teacher.tree_based
+        if isinstance(self.match_aleatoric, str):  # "auto"
+            return teacher.tree_based
+        return bool(self.match_aleatoric)  # also numpy booleans, as from a search's grid

@@ -104,7 +104,7 @@ def test_forest_student_reports_the_forests_zero_aleatoric_part_as_epistemic(dig
 def test_match_aleatoric_false_leaves_the_heads_alone(digits_forest):
     X, X_test, _, forest = digits_forest
     on = HydraDistilledClassifier(forest, **FAST).fit(X)
-    off = HydraDistilledClassifier(forest, match_aleatoric=False, **FAST).fit(X)
+    off = HydraDistilledClassifier(forest, match_aleatoric=np.False_, **FAST).fit(X)
     assert off.head_scale_ == 1.0
     # The same training, then the factor: the logits differ by exactly that factor.
     logits_on = torch.cat(list(on._head_outputs(X_test)))
@@ -117,7 +117,7 @@ def test_auto_leaves_smooth_members_and_single_heads_alone(digits_forest):
     y = forest.predict(X)
     members = [LogisticRegression(C=c, max_iter=300).fit(X, y) for c in (0.01, 0.1)]
     assert HydraDistilledClassifier(members, **FAST).fit(X).head_scale_ == 1.0
-    forced = HydraDistilledClassifier(members, match_aleatoric=True, **FAST).fit(X)
+    forced = HydraDistilledClassifier(members, match_aleatoric=np.True_, **FAST).fit(X)
     assert forced.head_scale_ != 1.0
     assert HydraDistilledClassifier(forest, n_heads=1, **FAST).fit(X).head_scale_ == 1.0
 
