@@ -57,7 +57,7 @@ from sklearn.preprocessing import StandardScaler
 from skhydra import HydraDistilledClassifier, HydraDistilledRegressor
 from skhydra.ensembles import predict_members
 from skhydra.metrics import kl_to_teacher
-from skhydra.uncertainty import regression_uncertainty
+from skhydra.uncertainty import classification_uncertainty, regression_uncertainty
 
 HERE = Path(__file__).resolve().parent
 
@@ -109,21 +109,11 @@ def _stack(X_te, X_ood):
     return np.concatenate([X_te, X_ood])
 
 
-def entropy_parts(members):
-    """(epistemic, aleatoric) in nats of probabilities (n, members, classes), equal weights."""
-    members = np.clip(members, 0.0, 1.0)
-    mean = members.mean(axis=1)
-    total = -np.sum(mean * np.log(np.where(mean > 0, mean, 1.0)), axis=-1)
-    per_member = -np.sum(members * np.log(np.where(members > 0, members, 1.0)), axis=-1)
-    aleatoric = per_member.mean(axis=1)
-    return total - aleatoric, aleatoric
-
-
 def fidelity(task, teacher_members, student_members, n_test, y_te):
     """The row of one student given both sides' member predictions on test + OOD rows."""
     if task == "classifier":
-        t, t_ale = entropy_parts(teacher_members)
-        s, s_ale = entropy_parts(student_members)
+        _, t_ale, t = classification_uncertainty(teacher_members)
+        _, s_ale, s = classification_uncertainty(student_members)
         row = {"ale_s": float(s_ale.mean()), "ale_t": float(t_ale.mean())}
         t_pred = teacher_members[:n_test].mean(axis=1).argmax(axis=1)
         s_pred = student_members[:n_test].mean(axis=1).argmax(axis=1)
@@ -146,11 +136,9 @@ def fidelity(task, teacher_members, student_members, n_test, y_te):
 
 def members_of(model, X, task):
     """Member (or head) predictions: probabilities (n, m, classes) or means (n, m)."""
-    if hasattr(model, "net_"):
-        out = model.predict_members(X)
-    else:
-        out = predict_members(model, X)
-    return out if task == "classifier" else out[0]
+    if task == "regressor":
+        return tabular_fidelity.member_means(model, X)
+    return model.predict_members(X) if hasattr(model, "net_") else predict_members(model, X)
 
 
 def mlp_on_y(X_tr, y_tr, X_te, y_te, rmse_teacher, seed, smoke):

@@ -76,10 +76,10 @@ class ClassTargets:
         """Mean entropy (over rows, weighted over heads) of phase-2 targets, untempered.
 
         ``encoded`` holds ``softmax(log p / T)`` (n, heads, classes); ``p`` is
-        ``softmax(T * log target)`` again, up to the clipping of zeros.
+        ``softmax(log target / (1 / T))`` again, up to the clipping of zeros.
         """
         tempered = torch.as_tensor(np.asarray(encoded), dtype=torch.float64)
-        log_p = torch.log_softmax(self.temperature * tempered.clamp_min(1e-300).log(), dim=-1)
+        log_p = tempered_log_softmax(tempered.clamp_min(1e-300).log(), 1.0 / self.temperature)
         return mean_head_entropy(log_p, head_weights.double())
 
 

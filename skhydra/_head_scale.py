@@ -14,6 +14,8 @@ every prediction path (ONNX, saved students) carries it.
 import numpy as np
 import torch
 
+from .uncertainty import entropy_decomposition
+
 __all__ = [
     "HEAD_SCALE_BOUNDS",
     "HEAD_SCALE_LOGITS",
@@ -53,8 +55,8 @@ def mean_head_entropy(log_p, head_weights):
     >>> round(mean_head_entropy(log_p, torch.tensor([0.5, 0.5])), 4)  # (log 2 + 0) / 2
     0.3466
     """
-    entropy = -(log_p.exp() * log_p).nan_to_num(0.0).sum(dim=-1)
-    return float((entropy @ head_weights).mean())
+    p = log_p.exp().transpose(1, 2)  # heads on the last axis, as entropy_decomposition takes
+    return float(entropy_decomposition(p, head_weights.to(p.dtype))[1].mean())
 
 
 def fit_head_scale(logits, target_entropy, head_weights, bounds=HEAD_SCALE_BOUNDS):

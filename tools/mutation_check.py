@@ -228,8 +228,8 @@ MUTANTS = [
         (
             (
                 "skhydra/_classifier.py",
-                "torch.log_softmax(self.temperature * tempered",
-                "torch.log_softmax(1.0 * tempered",
+                "tempered.clamp_min(1e-300).log(), 1.0 / self.temperature)",
+                "tempered.clamp_min(1e-300).log(), 1.0)",
             ),
         ),
     ),
