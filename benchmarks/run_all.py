@@ -128,6 +128,7 @@ JOBS = [
         full=["--before", "benchmarks/results/tabular_fidelity_unmatched.json"],
     ),
     Job("tree_ablations", "tree_ablations.py"),
+    Job("transfer_ablations", "transfer_ablations.py"),
     Job("digits_cnn", "digits_cnn.py", full=["--tune"]),
     Job("uci_regression", "uci_regression.py"),
     Job("cost", "cost.py"),

@@ -35,6 +35,7 @@ epochs and fit time.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -84,9 +85,9 @@ VARIANTS = {
 SMOKE = {"body_layer_sizes": (16,), "phase1_epochs": 2, "max_epochs": 4}
 
 
-def load(case, seed):
-    """(X_train, X_test, X_ood, y_train, y_test, task, teacher) of one case."""
-    source, name, kind = CASES[case]
+def load(case, seed, cases=None):
+    """(X_train, X_test, X_ood, y_train, y_test, task, teacher) of one case of ``cases``."""
+    source, name, kind = (cases or CASES)[case]
     if source == "digits":
         X_tr, X_te, y_tr, y_te, X_ood = digits_ood.load(seed)
         return (
@@ -161,9 +162,15 @@ def mlp_on_y(X_tr, y_tr, X_te, y_te, rmse_teacher, seed, smoke):
     return float(np.sqrt(np.mean((model.predict(X_te) - y_te) ** 2)) / rmse_teacher)
 
 
-def run_case(case, seed, variants, smoke):
-    """Rows (variant, metrics) of one case and split."""
-    X_tr, X_te, X_ood, y_tr, y_te, task, ens = load(case, seed)
+def run_case(case, seed, variants, smoke, catalogue=None, cases=None, mlp=True):
+    """Rows (variant, metrics) of one case and split.
+
+    ``catalogue`` maps a variant to ``(student parameters, task or None)``, or to
+    ``(parameters, task, patch)`` where ``patch(teacher)`` is a context manager the
+    student is fitted within (default: :data:`VARIANTS`); ``cases``: as in :func:`load`;
+    ``mlp``: add the row of an MLP trained on ``y`` (regressors).
+    """
+    X_tr, X_te, X_ood, y_tr, y_te, task, ens = load(case, seed, cases)
     X_all, n = _stack(X_te, X_ood), len(X_te)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -171,12 +178,13 @@ def run_case(case, seed, variants, smoke):
     Student = HydraDistilledClassifier if task == "classifier" else HydraDistilledRegressor
     rows = []
     for label in variants:
-        params, only = VARIANTS[label]
+        params, only, *patch = (catalogue or VARIANTS)[label]
         if only not in (None, task):
             continue
         params = {**params, **(SMOKE if smoke else {})}
+        within = patch[0](ens) if patch else contextlib.nullcontext()
         begin = time.perf_counter()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), within:
             warnings.simplefilter("ignore", UserWarning)
             student = Student(ens, random_state=seed, **params).fit(X_tr, y_tr)
         fit_s = time.perf_counter() - begin
@@ -188,7 +196,7 @@ def run_case(case, seed, variants, smoke):
         row = fidelity(task, teacher_members, heads, n, y_index)
         row.update(epochs=len(student.net_.history), fit_s=fit_s)
         rows.append((label, row))
-    if task == "regressor":
+    if task == "regressor" and mlp:
         rmse_t = np.sqrt(np.mean((teacher_members[:n].mean(axis=1) - y_te) ** 2))
         ratio = mlp_on_y(X_tr, y_tr, X_te, y_te, rmse_t, seed, smoke)
         rows.append(("MLP trained on y (no teacher)", {"rmse_ratio": ratio}))

@@ -53,6 +53,19 @@ def _mixup(X, n_new, rng):
 def _munge(X, n_new, rng, swap=0.5):
     """MUNGE (Bucilua et al., 2006): a row takes, feature by feature with probability
     ``swap``, its nearest neighbour's value plus noise of the size of their difference."""
+    rows, partner = munge_pairs(X, n_new, rng)
+    return munge_mix(X[rows], X[partner], rng, swap)
+
+
+def munge_mix(a, b, rng, swap=0.5):
+    """MUNGE's rows from rows ``a`` and their nearest neighbours ``b``."""
+    swapped = rng.random(a.shape) < swap
+    spread = np.abs(a - b)
+    return np.where(swapped, b + rng.standard_normal(a.shape) * spread, a)
+
+
+def munge_pairs(X, n_new, rng):
+    """``n_new`` random row indices of ``X`` and the index of each one's nearest neighbour."""
     from sklearn.neighbors import NearestNeighbors
 
     flat = np.nan_to_num(X.reshape(len(X), -1).astype(np.float64))
@@ -67,10 +80,7 @@ def _munge(X, n_new, rng, swap=0.5):
     # The nearest neighbour other than the row itself (when the row is in the reference).
     own = reference[neighbours[:, 0]] == rows
     partner = reference[np.where(own, neighbours[:, 1], neighbours[:, 0])]
-    a, b = X[rows], X[partner]
-    swapped = rng.random(a.shape) < swap
-    spread = np.abs(a - b)
-    return np.where(swapped, b + rng.standard_normal(a.shape) * spread, a)
+    return rows, partner
 
 
 def synthetic_rows(X, kind, factor, noise_scale, rng):

@@ -26,6 +26,7 @@ SMOKE = {
     "scale.py": [],
     "scale_out.py": [],
     "tabular_fidelity.py": [],
+    "transfer_ablations.py": [],
     "tree_ablations.py": [],
     "uci_regression.py": [],
 }
