@@ -160,9 +160,13 @@ VARIANTS = {
     "kd-tuned": None,  # chosen per split on validation rows, see tune_kd
     "hydra": dict(),  # the defaults ("auto" head matching and augmentation)
     # The defaults before out-of-bag views and the split-point encoding (7e5dfe4).
-    "hydra-previous": dict(feature_encoding=None, out_of_bag=False, match_aleatoric=False),
-    # The defaults without the heads' factor after training (those of 1fd8465).
-    "hydra-unmatched": dict(match_aleatoric=False),
+    "hydra-previous": dict(
+        feature_encoding=None, out_of_bag=False, match_aleatoric=False, match_epistemic=False
+    ),
+    # The defaults without the heads' factors after training (those of 1fd8465).
+    "hydra-unmatched": dict(match_aleatoric=False, match_epistemic=False),
+    # The defaults without the factor on the heads' spread (those of 076790b).
+    "hydra-unspread": dict(match_epistemic=False),
     # skhydra 0.1's defaults: head m imitates member m, noise rows, full-width heads.
     "hydra-paper": dict(
         head_matching="member",
@@ -171,6 +175,7 @@ VARIANTS = {
         feature_encoding=None,
         out_of_bag=False,
         match_aleatoric=False,
+        match_epistemic=False,
     ),
     "hydra-full-heads": dict(head_rank=None),  # the defaults with the paper's full-width heads
     "hydra-none": dict(augmentation=None),

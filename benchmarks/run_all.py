@@ -47,6 +47,7 @@ V01 = json.dumps(
         "feature_encoding": None,
         "out_of_bag": False,
         "match_aleatoric": False,
+        "match_epistemic": False,
     }
 )
 
@@ -93,7 +94,8 @@ JOBS = [
             "--repeats",
             "2",
             "--variants",
-            "kd,kd-tuned,hydra,hydra-unmatched,hydra-previous,hydra-full-heads,hydra-paper",
+            "kd,kd-tuned,hydra,hydra-unspread,hydra-unmatched,hydra-previous,hydra-full-heads,"
+            "hydra-paper",
         ],
     ),
     Job("tabular_fidelity", "tabular_fidelity.py", full=["--repeats", "2"]),
@@ -121,11 +123,23 @@ JOBS = [
             "benchmarks/results/tabular_fidelity_patience30.json",
         ],
     ),
-    # The suite against the run before match_aleatoric (1fd8465): what the heads' factor changed.
+    # The run with match_aleatoric alone (4f3894c) against the run before it (1fd8465): what
+    # the factor on the heads' logits changed.
     Job(
         "fidelity_match",
         "fidelity_targets.py",
-        full=["--before", "benchmarks/results/tabular_fidelity_unmatched.json"],
+        full=[
+            "--results",
+            "benchmarks/results/tabular_fidelity_unspread.json",
+            "--before",
+            "benchmarks/results/tabular_fidelity_unmatched.json",
+        ],
+    ),
+    # The suite against the run before match_epistemic (4f3894c): what the heads' spread changed.
+    Job(
+        "fidelity_spread",
+        "fidelity_targets.py",
+        full=["--before", "benchmarks/results/tabular_fidelity_unspread.json"],
     ),
     Job("tree_ablations", "tree_ablations.py"),
     Job("transfer_ablations", "transfer_ablations.py"),

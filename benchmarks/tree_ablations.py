@@ -1,13 +1,18 @@
 """Ablations of a tree-teacher student: what changing one setting does to its fidelity.
 
-The defaults for tree teachers (``temperature=4``, ``match_aleatoric="auto"``, a
+The defaults for tree teachers (``temperature=4``, ``match_aleatoric="auto"`` and
+``match_epistemic="auto"``, a
 ``(256, 256)`` body, about 20,000 synthetic rows, ``n_bins=16``) are compared,
 one setting at a time, with the alternatives that could close the gaps
 ``fidelity_targets.md`` reports:
 
 * ``temperature`` 2 and 8 (classifiers): how soft the heads' targets are;
-* ``match_aleatoric=False`` (classifiers): the heads as trained, without the
-  factor on their logits that makes their mean entropy the members';
+* ``match_epistemic=False`` (classifiers): without the factor on the heads'
+  deviations from their mean logit that makes their mean disagreement the
+  members';
+* ``match_aleatoric=False`` (classifiers): without the factor on the heads'
+  logits that makes their mean entropy the members' (the spread's factor
+  stays);
 * ``body_layer_sizes=(512, 512)``: twice the body's width (capacity);
 * ``augmentation_factor=2.5``: 2.5 times the synthetic rows (data);
 * ``n_bins=64``: four times the bins of the split-point encoding (on digits,
@@ -77,6 +82,7 @@ VARIANTS = {
     "temperature=2": ({"temperature": 2.0}, "classifier"),
     "temperature=8": ({"temperature": 8.0}, "classifier"),
     "match_aleatoric=False": ({"match_aleatoric": False}, "classifier"),
+    "match_epistemic=False": ({"match_epistemic": False}, "classifier"),
     "body 512x512": ({"body_layer_sizes": (512, 512)}, None),
     "augmentation_factor=2.5": ({"augmentation_factor": 2.5}, None),
     "n_bins=64": ({"n_bins": 64}, None),

@@ -32,7 +32,7 @@ from sklearn.utils.validation import (
 
 from ._body import BodyParamsMixin, make_body
 from ._encoding import bin_edges, split_thresholds
-from ._head_scale import fit_head_scale, held_out_rows, row_limit
+from ._head_scale import fit_head_factors, held_out_rows, row_limit
 from ._progress import row_progress
 from ._rows import OutOfCoreRows, check_block, is_out_of_core
 from ._storage import RowStore, parse_bytes
@@ -224,14 +224,15 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             net, valid_index = self._train(
                 transfer, targets, encoding, n_heads, teacher, rng, options
             )
-            head_scale = None
-            if self._scales_heads(teacher, n_heads):
-                head_scale = self._fit_head_scale(
-                    net.module_, transfer, targets[1], valid_index, encoding, heads, options
+            factors = (1.0, 1.0)
+            matches = self._head_factors(teacher, n_heads)
+            if any(matches):
+                factors = self._fit_head_factors(
+                    net.module_, transfer, targets[1], valid_index, encoding, heads, matches
                 )
         self._set_fitted(ensemble, teacher, heads, encoding, net, X_student, options.device)
         if self._task == "classifier":
-            self.head_scale_ = 1.0 if head_scale is None else head_scale
+            self.head_scale_, self.head_spread_ = factors
         self.out_of_bag_ = in_bag is not None
         self.n_iter_no_change_ = self._patience(transfer)
         self.feature_encoding_ = (
@@ -246,6 +247,7 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 f"phase1_epochs={self.phase1_epochs} exceeds max_epochs={self.max_epochs}; "
                 "max_epochs counts the epochs of both phases."
             )
+        self._check_task_params()
         reserved = RESERVED_SKORCH_PARAMS & set(self.skorch_params or {})
         if reserved:
             raise ValueError(
@@ -544,22 +546,30 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
             )
         return net, valid_index
 
-    def _scales_heads(self, teacher, n_heads):
-        """Whether the heads' logits get one factor after training (classifier only)."""
-        return False
+    def _check_task_params(self):
+        """Check the task's own parameters against the others (before any work)."""
 
-    def _fit_head_scale(self, module, transfer, phase2, valid_index, encoding, heads, options):
-        """Choose the factor of the heads' outputs on held-out rows and fold it into them.
+    def _head_factors(self, teacher, n_heads):
+        """Whether the heads' logits get their factors after training: (scale, spread).
 
-        The heads' mean entropy on validation rows (see
-        :func:`skhydra._head_scale.held_out_rows`; fewer of them for many heads
-        and classes, :func:`skhydra._head_scale.row_limit`) is made that of their
-        phase-2 targets; returns the factor (1.0 without such rows).
+        Classifiers only (``match_aleatoric``, ``match_epistemic``).
+        """
+        return False, False
+
+    def _fit_head_factors(self, module, transfer, phase2, valid_index, encoding, heads, matches):
+        """Choose the factors of the heads' outputs on held-out rows and fold them into them.
+
+        On validation rows (see :func:`skhydra._head_scale.held_out_rows`;
+        fewer of them for many heads and classes,
+        :func:`skhydra._head_scale.row_limit`) the heads' mean entropy is made
+        that of their phase-2 targets (``matches[0]``) and their mean
+        disagreement too (``matches[1]``); returns ``(scale, spread)``, 1.0 for
+        a factor not chosen or without such rows.
         """
         limit = row_limit(len(heads.head_weights), encoding.n_outputs)
         rows = held_out_rows(valid_index, phase2["weight"], len(transfer), limit)
         if len(rows) == 0:
-            return 1.0
+            return 1.0, 1.0
         device = next(module.parameters()).device
         module.eval()
         with torch.inference_mode():
@@ -570,10 +580,17 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 ]
             )
         weights = torch.as_tensor(heads.head_weights, dtype=torch.float64)
-        target = encoding.head_entropy(phase2["target"][rows], weights)
-        scale = fit_head_scale(logits, target, weights)
+        targets = phase2["target"][rows]
+        scale, spread = fit_head_factors(
+            logits,
+            encoding.head_entropy(targets, weights) if matches[0] else None,
+            encoding.head_epistemic(targets, weights) if matches[1] else None,
+            weights,
+        )
+        if spread != 1.0:
+            module.heads.spread_outputs(spread, heads.head_weights)
         module.heads.scale_outputs(scale)
-        return scale
+        return scale, spread
 
     def _patience(self, transfer):
         """Early stopping's patience in epochs (``n_iter_no_change``; "auto" decides)."""

@@ -10,7 +10,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from ._base import BaseHydra
-from ._head_scale import mean_head_entropy
+from ._head_scale import mean_head_entropy, mean_head_epistemic
 from ._params import declare_parameters
 from .losses import TemperedKLLoss, tempered_log_softmax
 from .uncertainty import block_rows, entropy_decomposition, index_of, uncertainty_frame
@@ -78,9 +78,16 @@ class ClassTargets:
         ``encoded`` holds ``softmax(log p / T)`` (n, heads, classes); ``p`` is
         ``softmax(log target / (1 / T))`` again, up to the clipping of zeros.
         """
+        return mean_head_entropy(self.untempered(encoded), head_weights.double())
+
+    def head_epistemic(self, encoded, head_weights):
+        """Mean disagreement (over rows, weighted over heads) of phase-2 targets, untempered."""
+        return mean_head_epistemic(self.untempered(encoded), head_weights.double())
+
+    def untempered(self, encoded):
+        """Log-probabilities ``log p`` of phase-2 targets ``softmax(log p / T)``, float64."""
         tempered = torch.as_tensor(np.asarray(encoded), dtype=torch.float64)
-        log_p = tempered_log_softmax(tempered.clamp_min(1e-300).log(), 1.0 / self.temperature)
-        return mean_head_entropy(log_p, head_weights.double())
+        return tempered_log_softmax(tempered.clamp_min(1e-300).log(), 1.0 / self.temperature)
 
 
 def _head_probabilities(logits):
@@ -136,6 +143,10 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
     head_scale_ : float
         The factor on every head's logits chosen after training (see
         ``match_aleatoric``); 1.0 when none was.
+
+    head_spread_ : float
+        The factor on the heads' deviations from their mean logit chosen
+        after training (see ``match_epistemic``); 1.0 when none was.
 
     {attributes}
 
@@ -270,9 +281,24 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
     def _target_encoding(self, teacher, y, predictions):
         return ClassTargets(teacher.classes_, self.temperature)
 
-    def _scales_heads(self, teacher, n_heads):
+    def _check_task_params(self):
+        forced = not isinstance(self.match_epistemic, str) and bool(self.match_epistemic)
+        if forced and len(self.head_layer_sizes) > 0:
+            raise ValueError(
+                "match_epistemic=True needs heads of one layer (head_layer_sizes=()), "
+                "whose spread folds into their weights; got head_layer_sizes="
+                f"{tuple(self.head_layer_sizes)}. Use match_epistemic='auto' or False."
+            )
+
+    def _head_factors(self, teacher, n_heads):
+        """(match the entropy?, match the disagreement?) after training."""
         if n_heads < 2:
-            return False
-        if isinstance(self.match_aleatoric, str):  # "auto"
-            return teacher.tree_based
-        return bool(self.match_aleatoric)  # also numpy booleans, as from a search's grid
+            return False, False
+        linear = len(self.head_layer_sizes) == 0
+        factors = []
+        for flag, needs_linear in ((self.match_aleatoric, False), (self.match_epistemic, True)):
+            if isinstance(flag, str):  # "auto"
+                factors.append(teacher.tree_based and (linear or not needs_linear))
+            else:
+                factors.append(bool(flag))  # also numpy booleans, as from a search's grid
+        return tuple(factors)

@@ -9,6 +9,14 @@ temperature of ``1 / s``) is chosen so that the heads' mean entropy on held-out
 transfer rows equals that of their targets, which moves the hedged part back
 into the epistemic part. The factor is folded into the heads' last layer, so
 every prediction path (ONNX, saved students) carries it.
+
+A second factor ``r`` on the heads' deviations from their mean logit
+(``z_bar + r * (z_h - z_bar)``) is chosen with it so that the heads' mean
+disagreement on the same rows (the student's epistemic part) equals their
+targets'. Heads that cannot fit every member's particular deviations shrink
+towards their mean: on digits a forest's student reported 0.80 of the
+forest's epistemic uncertainty on its own held-out transfer rows and on new
+rows alike (benchmarks/results/digits_ood.md, ``hydra-unspread``).
 """
 
 import numpy as np
@@ -18,12 +26,16 @@ from .uncertainty import entropy_decomposition
 
 __all__ = [
     "HEAD_SCALE_BOUNDS",
+    "HEAD_SPREAD_BOUNDS",
     "HEAD_SCALE_LOGITS",
     "HEAD_SCALE_ROWS",
+    "fit_head_factors",
     "fit_head_scale",
     "held_out_rows",
     "mean_head_entropy",
+    "mean_head_epistemic",
     "row_limit",
+    "spread_logits",
 ]
 
 #: Smallest and largest factor (a softer or sharper student is left at the bound). Certain
@@ -33,15 +45,24 @@ __all__ = [
 #: (benchmarks/results/digits_ood_bound10.md; /tmp probes of the factors in between).
 HEAD_SCALE_BOUNDS = (0.5, 2.0)
 
-#: Held-out rows the factor is chosen on (evenly spaced among them when there are more).
-HEAD_SCALE_ROWS = 5_000
+#: Held-out rows the factors are chosen on (evenly spaced among them when there are more):
+#: the search evaluates the heads' entropy about 125 times, about 2 s on 1,000 rows of 100
+#: heads and 8 classes (2 cores).
+HEAD_SCALE_ROWS = 1_000
 
 #: At most this many logits (rows x heads x classes) in the search, fewer rows for many
-#: heads and classes: 200 heads of 100 classes use 200 rows, not 5,000 (about 30 MB per
-#: float64 copy instead of 800 MB).
-HEAD_SCALE_LOGITS = 4_000_000
+#: heads and classes: 200 heads of 100 classes use 50 rows, not 1,000 (8 MB per float64
+#: copy instead of 160 MB).
+HEAD_SCALE_LOGITS = 1_000_000
 
-_BISECTIONS = 40
+#: Smallest and largest factor on the heads' deviations from their mean logit.
+HEAD_SPREAD_BOUNDS = (0.5, 2.0)
+
+#: Rounds of the alternating search of the two factors (each moves the other's target a
+#: little: a sharper head disagrees more in probabilities).
+_ROUNDS = 2
+
+_BISECTIONS = 25
 
 
 def mean_head_entropy(log_p, head_weights):
@@ -99,18 +120,7 @@ def fit_head_scale(logits, target_entropy, head_weights, bounds=HEAD_SCALE_BOUND
     def entropy(log_scale):
         return mean_head_entropy(torch.log_softmax(np.exp(log_scale) * logits, dim=-1), weights)
 
-    low, high = np.log(bounds[0]), np.log(bounds[1])
-    if entropy(high) >= target_entropy:
-        return float(bounds[1])
-    if entropy(low) <= target_entropy:
-        return float(bounds[0])
-    for _ in range(_BISECTIONS):
-        middle = 0.5 * (low + high)
-        if entropy(middle) > target_entropy:
-            low = middle
-        else:
-            high = middle
-    return float(np.exp(0.5 * (low + high)))
+    return _bisect(entropy, target_entropy, bounds, rising=False)
 
 
 def row_limit(n_heads, n_classes):
@@ -120,7 +130,7 @@ def row_limit(n_heads, n_classes):
     --------
     >>> from skhydra._head_scale import row_limit
     >>> row_limit(100, 2), row_limit(200, 100)
-    (5000, 200)
+    (1000, 50)
     """
     return int(np.clip(HEAD_SCALE_LOGITS // (n_heads * n_classes), 1, HEAD_SCALE_ROWS))
 
@@ -147,3 +157,96 @@ def held_out_rows(valid_index, weight, n_rows, limit=HEAD_SCALE_ROWS):
     if len(rows) > limit:
         rows = rows[np.linspace(0, len(rows) - 1, limit).round().astype(np.int64)]
     return rows
+
+
+def spread_logits(logits, head_weights, spread):
+    """``z_bar + spread * (z_h - z_bar)``: the heads' logits ``spread`` times as far from
+    their (weighted) mean.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra._head_scale import spread_logits
+    >>> logits = torch.tensor([[[1.0, 0.0], [3.0, 0.0]]])
+    >>> spread_logits(logits, torch.tensor([0.5, 0.5]), 2.0).tolist()
+    [[[0.0, 0.0], [4.0, 0.0]]]
+    """
+    mean = (logits * head_weights[:, None]).sum(dim=1, keepdim=True)
+    return mean + spread * (logits - mean)
+
+
+def mean_head_epistemic(log_p, head_weights):
+    """Mean over rows of ``H[sum_h w_h p_h] - sum_h w_h H[p_h]`` (the heads' disagreement).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra._head_scale import mean_head_epistemic
+    >>> log_p = torch.log(torch.tensor([[[1.0, 1e-30], [1e-30, 1.0]]]))
+    >>> round(mean_head_epistemic(log_p, torch.tensor([0.5, 0.5])), 4)  # log 2
+    0.6931
+    """
+    p = log_p.exp().transpose(1, 2)
+    total, aleatoric = entropy_decomposition(p, head_weights.to(p.dtype))
+    return float((total - aleatoric).mean())
+
+
+def _bisect(measure, target, bounds, rising):
+    """The factor within ``bounds`` where ``measure(log factor)`` crosses ``target``."""
+    low, high = np.log(bounds[0]), np.log(bounds[1])
+    above = (lambda x: x > target) if rising else (lambda x: x < target)
+    if not above(measure(high)):
+        return float(bounds[1])
+    if above(measure(low)):
+        return float(bounds[0])
+    for _ in range(_BISECTIONS):
+        middle = 0.5 * (low + high)
+        if above(measure(middle)):
+            high = middle
+        else:
+            low = middle
+    return float(np.exp(0.5 * (low + high)))
+
+
+def fit_head_factors(logits, target_entropy, target_epistemic, head_weights):
+    """Both factors: ``scale`` on the logits and ``spread`` on their deviations from the mean.
+
+    The heads' logits become ``scale * spread_logits(z, w, spread)``; ``scale``
+    makes their mean entropy ``target_entropy`` (:func:`fit_head_scale`, within
+    :data:`HEAD_SCALE_BOUNDS`), ``spread`` their mean disagreement
+    ``target_epistemic`` (within :data:`HEAD_SPREAD_BOUNDS`), each found by
+    bisection with the other fixed, in alternating rounds. ``None`` for a
+    target leaves its factor at 1.
+
+    Returns
+    -------
+    (float, float)
+        ``scale`` and ``spread``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra._head_scale import fit_head_factors, mean_head_epistemic, spread_logits
+    >>> logits = torch.randn(500, 4, 3, generator=torch.Generator().manual_seed(0))
+    >>> w = torch.full((4,), 0.25)
+    >>> target = mean_head_epistemic(torch.log_softmax(spread_logits(logits, w, 1.5), -1), w)
+    >>> scale, spread = fit_head_factors(logits, None, target, w)
+    >>> scale, round(spread, 3)
+    (1.0, 1.5)
+    """
+    logits = logits.double()
+    weights = head_weights.double()
+    scale, spread = 1.0, 1.0
+    for _ in range(_ROUNDS if target_entropy is not None and target_epistemic is not None else 1):
+        if target_entropy is not None:
+            scale = fit_head_scale(spread_logits(logits, weights, spread), target_entropy, weights)
+        if target_epistemic is not None:
+
+            def epistemic(log_spread, scale=scale):
+                spread_z = spread_logits(logits, weights, np.exp(log_spread))
+                return mean_head_epistemic(torch.log_softmax(scale * spread_z, dim=-1), weights)
+
+            spread = _bisect(epistemic, target_epistemic, HEAD_SPREAD_BOUNDS, rising=True)
+    if target_entropy is not None and target_epistemic is not None:
+        scale = fit_head_scale(spread_logits(logits, weights, spread), target_entropy, weights)
+    return scale, spread

@@ -248,6 +248,25 @@ PARAMS = [
         task="classifier",
     ),
     Param(
+        "match_epistemic",
+        "auto",
+        ["boolean", StrOptions({"auto"})],
+        """match_epistemic : bool or "auto", default="auto"
+        After training, move every head's logits a factor further from (or
+        closer to) the heads' mean logit, chosen on the same rows as
+        ``match_aleatoric`` (and jointly with its factor) so that the heads'
+        mean disagreement, the student's epistemic part, equals that of the
+        members they imitate; the factor is kept within [0.5, 2] and folded
+        into the heads' last layer (``head_spread_``). Heads that cannot
+        fit every member's own deviations shrink towards their mean, and
+        the student under-reports the ensemble's disagreement by as much on
+        new rows. Needs two heads or more, of one layer
+        (``head_layer_sizes=()``). ``"auto"``: for tree ensembles, with
+        heads of one layer; ``True``: for any ensemble; ``False``: never
+        (``head_spread_`` is 1).""",
+        task="classifier",
+    ),
+    Param(
         "augmentation",
         "auto",
         [StrOptions({"auto", "noise", "mixup", "munge"}), None],

@@ -307,6 +307,37 @@ class HydraHeads(nn.Module):
         self.layers[-1].weight.mul_(factor)
         self.layers[-1].bias.mul_(factor)
 
+    @torch.no_grad()
+    def spread_outputs(self, factor, head_weights):
+        """Move every head's outputs ``factor`` times as far from the heads' weighted mean.
+
+        Exact for heads of one layer on the shared features (``head_layer_sizes=()``),
+        whose mean output is the output of their mean weights.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skhydra.nn import HydraHeads
+        >>> heads = HydraHeads(n_heads=3, in_features=4, hidden_sizes=(), out_features=2)
+        >>> z, w = torch.randn(5, 4), torch.tensor([0.2, 0.3, 0.5])
+        >>> before = heads(z)
+        >>> mean = (before * w[:, None]).sum(dim=1, keepdim=True)
+        >>> heads.spread_outputs(1.5, w)
+        >>> bool(torch.allclose(heads(z), mean + 1.5 * (before - mean), atol=1e-6))
+        True
+        """
+        if len(self.layers) != 1:
+            raise ValueError(
+                "The heads' spread can be folded into heads of one layer only "
+                f"(head_layer_sizes=()), not {len(self.layers) - 1} hidden layers."
+            )
+        layer = self.layers[-1]
+        w = torch.as_tensor(head_weights, dtype=layer.weight.dtype, device=layer.weight.device)
+        for param in (layer.weight, layer.bias):
+            shape = (-1,) + (1,) * (param.dim() - 1)
+            mean = (param * w.view(shape)).sum(dim=0, keepdim=True)
+            param.copy_(mean + factor * (param - mean))
+
     def expand(self, n_heads):
         """Replace every head by a copy of head 0 (Hydra's phase 2 start).
 

@@ -110,6 +110,8 @@ def test_teacher_and_architecture(text_c, hydra, forest):
     assert row(text_c, "### Training", "Temperature") == [fmt(hydra.temperature)]
     factor = row(text_c, "### Training", "Factor on the heads' logits (match_aleatoric)")
     assert factor == [fmt(hydra.head_scale_)]
+    spread = row(text_c, "### Training", "Factor on the heads' spread (match_epistemic)")
+    assert spread == [fmt(hydra.head_spread_)]
     assert row(text_c, "### Training", "Phase 2: every head against its members") == [
         f"{TINY['max_epochs'] - TINY['phase1_epochs']} epochs at most"
     ]

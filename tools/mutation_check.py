@@ -223,6 +223,17 @@ MUTANTS = [
         (("skhydra/_base.py", "        module.heads.scale_outputs(scale)\n", ""),),
     ),
     Mutant(
+        "head_spread_not_applied",
+        "the factor on the heads' spread is chosen but never folded into the heads",
+        (
+            (
+                "skhydra/_base.py",
+                "            module.heads.spread_outputs(spread, heads.head_weights)\n",
+                "            pass\n",
+            ),
+        ),
+    ),
+    Mutant(
         "head_scale_tempered_targets",
         "the heads' target entropy is read from the tempered targets (T = 1 instead of T)",
         (

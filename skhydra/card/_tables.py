@@ -220,6 +220,9 @@ def _training_table(estimator):
         scale = getattr(estimator, "head_scale_", None)
         if scale is not None:
             rows.append(["Factor on the heads' logits (match_aleatoric)", _fmt(scale)])
+        spread = getattr(estimator, "head_spread_", None)
+        if spread is not None:
+            rows.append(["Factor on the heads' spread (match_epistemic)", _fmt(spread)])
     if estimator.augmentation is None or estimator.augmentation_factor == 0:
         rows.append(["Augmentation", "none"])
     else:
