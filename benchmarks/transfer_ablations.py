@@ -29,22 +29,13 @@ as in ``tree_ablations.py``.
     python benchmarks/transfer_ablations.py --smoke --output /tmp/t.md   # seconds
 """
 
-import argparse
 import contextlib
-import json
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
-import torch
 import tree_ablations
 from _onehot import nominal_groups, on_the_data, unseen_category_blocks, with_unseen_category
-from _provenance import header, write_report
 
 import skhydra._transfer as transfer
-
-HERE = Path(__file__).resolve().parent
 
 CASES = {
     "Wage:forest": ("tabular", "Wage", "forest"),
@@ -126,61 +117,22 @@ VARIANTS = {
 }
 
 
+TRANSFER_ABLATIONS = tree_ablations.Ablation(
+    script="transfer_ablations.py",
+    title="Transfer-set ablations: synthetic rows that respect one-hot columns",
+    cases=CASES,
+    catalogue=VARIANTS,
+    quick_case="attrition:forest",
+    smoke_variants=None,
+    extra=["teachers: 100 trees (tabular_fidelity.py); students: default parameters"],
+    note="Means ± standard errors over the splits; test + out-of-distribution rows; "
+    "the variants are described in the script's docstring.\n",
+    mlp=False,
+)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--repeats", type=int, default=2, help="splits and seeds 0, 1, ...")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="attrition forest, 1 split")
-    parser.add_argument("--smoke", action="store_true", help="the quick case, tiny students")
-    parser.add_argument("--output", default=None, help="markdown report (default: results/)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cases, variants = args.cases.split(","), args.variants.split(",")
-    unknown = sorted(set(cases) - set(CASES)) + sorted(set(variants) - set(VARIANTS))
-    if unknown:
-        parser.error(f"unknown cases or variants: {unknown}")
-    if args.quick or args.smoke:
-        cases, args.repeats = ["attrition:forest"], 1
-    start = time.perf_counter()
-    results = []
-    for case in cases:
-        runs = []
-        for seed in range(args.repeats):
-            task, rows = tree_ablations.run_case(
-                case, seed, variants, args.smoke, catalogue=VARIANTS, cases=CASES, mlp=False
-            )
-            for label, row in rows:
-                print(json.dumps({"case": case, "seed": seed, "variant": label, **row}), flush=True)
-            runs.append(rows)
-        results.append((case, task, runs))
-    lines = [
-        header(
-            "Transfer-set ablations: synthetic rows that respect one-hot columns",
-            "benchmarks/transfer_ablations.py",
-            sys.argv[1:] if argv is None else argv,
-            list(range(args.repeats)),
-            start,
-            extra=["teachers: 100 trees (tabular_fidelity.py); students: default parameters"],
-        ),
-        "Means ± standard errors over the splits; test + out-of-distribution rows; "
-        "the variants are described in the script's docstring.\n",
-    ]
-    for case, task, runs in results:
-        lines += [f"## {case}", "", tree_ablations.case_table(task, runs)]
-    report = "\n".join(lines)
-    print(report)
-    output = args.output
-    if output is None and not (args.quick or args.smoke):
-        output = HERE / "results" / "transfer_ablations.md"
-    if output is not None:
-        write_report(output, report)
-        rows = [
-            {"case": c, "task": t, "runs": [[{"variant": v, **r} for v, r in run] for run in runs]}
-            for c, t, runs in results
-        ]
-        Path(output).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    tree_ablations.ablate(TRANSFER_ABLATIONS, __doc__, argv)
 
 
 if __name__ == "__main__":

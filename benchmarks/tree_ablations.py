@@ -45,6 +45,7 @@ import json
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import digits_ood
@@ -241,56 +242,79 @@ def case_table(task, runs):
     return table(["variant", *COLUMNS[task]], lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+@dataclass(frozen=True)
+class Ablation:
+    """One ablation script: its cases and variants, and how its report reads.
+
+    ``quick_case`` is the one case of ``--quick`` and ``--smoke`` (one split);
+    ``smoke_variants`` the variants of ``--smoke`` (None: all); ``mlp`` adds the
+    row of an MLP trained on ``y`` for regressors; ``note`` opens the report
+    after its provenance.
+    """
+
+    script: str
+    title: str
+    cases: dict
+    catalogue: dict
+    quick_case: str
+    smoke_variants: list
+    extra: list
+    note: str
+    mlp: bool
+
+
+def ablate(ablation, doc, argv=None):
+    """Run an ablation script's command line ``argv`` (its docstring ``doc``); write its report."""
+    cases_of, catalogue = ablation.cases, ablation.catalogue
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(cases_of))
+    parser.add_argument("--variants", default=",".join(catalogue))
     parser.add_argument("--repeats", type=int, default=2, help="splits and seeds 0, 1, ...")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="attrition extra trees, 1 split")
+    quick = ablation.quick_case.replace(":", " ").replace("_", " ")
+    parser.add_argument("--quick", action="store_true", help=f"{quick}, 1 split")
     parser.add_argument("--smoke", action="store_true", help="the quick case, tiny students")
     parser.add_argument("--output", default=None, help="markdown report (default: results/)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cases, variants = args.cases.split(","), args.variants.split(",")
-    unknown = sorted(set(cases) - set(CASES)) + sorted(set(variants) - set(VARIANTS))
+    unknown = sorted(set(cases) - set(cases_of)) + sorted(set(variants) - set(catalogue))
     if unknown:
         parser.error(f"unknown cases or variants: {unknown}")
     if args.quick or args.smoke:
-        cases, args.repeats = ["attrition:extra_trees"], 1
-    if args.smoke:
-        variants = ["defaults", "match_aleatoric=False"]
+        cases, args.repeats = [ablation.quick_case], 1
+    if args.smoke and ablation.smoke_variants is not None:
+        variants = ablation.smoke_variants
     start = time.perf_counter()
     results = []
     for case in cases:
         runs = []
         for seed in range(args.repeats):
-            task, rows = run_case(case, seed, variants, args.smoke)
+            task, rows = run_case(
+                case, seed, variants, args.smoke, catalogue, cases_of, mlp=ablation.mlp
+            )
             for label, row in rows:
                 print(json.dumps({"case": case, "seed": seed, "variant": label, **row}), flush=True)
             runs.append(rows)
         results.append((case, task, runs))
     lines = [
         header(
-            "Tree-teacher ablations: one setting at a time",
-            "benchmarks/tree_ablations.py",
+            ablation.title,
+            f"benchmarks/{ablation.script}",
             sys.argv[1:] if argv is None else argv,
             list(range(args.repeats)),
             start,
-            extra=["teachers: 100 trees (digits_ood.py, tabular_fidelity.py)"],
-        )
+            extra=ablation.extra,
+        ),
+        ablation.note,
     ]
-    lines.append(
-        "Means ± standard errors over the splits; test + out-of-distribution rows; "
-        "the variants and the MLP row are described in the script's docstring.\n"
-    )
     for case, task, runs in results:
         lines += [f"## {case}", "", case_table(task, runs)]
     report = "\n".join(lines)
     print(report)
     output = args.output
     if output is None and not (args.quick or args.smoke):
-        output = HERE / "results" / "tree_ablations.md"
+        output = HERE / "results" / Path(ablation.script).with_suffix(".md")
     if output is not None:
         write_report(output, report)
         rows = [
@@ -298,6 +322,24 @@ def main(argv=None):
             for c, t, runs in results
         ]
         Path(output).with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+
+TREE_ABLATIONS = Ablation(
+    script="tree_ablations.py",
+    title="Tree-teacher ablations: one setting at a time",
+    cases=CASES,
+    catalogue=VARIANTS,
+    quick_case="attrition:extra_trees",
+    smoke_variants=["defaults", "match_aleatoric=False"],
+    extra=["teachers: 100 trees (digits_ood.py, tabular_fidelity.py)"],
+    note="Means ± standard errors over the splits; test + out-of-distribution rows; "
+    "the variants and the MLP row are described in the script's docstring.\n",
+    mlp=True,
+)
+
+
+def main(argv=None):
+    ablate(TREE_ABLATIONS, __doc__, argv)
 
 
 if __name__ == "__main__":

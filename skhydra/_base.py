@@ -580,12 +580,9 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 ]
             )
         weights = torch.as_tensor(heads.head_weights, dtype=torch.float64)
-        targets = phase2["target"][rows]
+        entropy, epistemic = encoding.head_uncertainty(phase2["target"][rows], weights)
         scale, spread = fit_head_factors(
-            logits,
-            encoding.head_entropy(targets, weights) if matches[0] else None,
-            encoding.head_epistemic(targets, weights) if matches[1] else None,
-            weights,
+            logits, entropy if matches[0] else None, epistemic if matches[1] else None, weights
         )
         if spread != 1.0:
             module.heads.spread_outputs(spread, heads.head_weights)

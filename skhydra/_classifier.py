@@ -10,7 +10,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from ._base import BaseHydra
-from ._head_scale import mean_head_entropy, mean_head_epistemic
+from ._head_scale import mean_head_uncertainty
 from ._params import declare_parameters
 from .losses import TemperedKLLoss, tempered_log_softmax
 from .uncertainty import block_rows, entropy_decomposition, index_of, uncertainty_frame
@@ -72,22 +72,16 @@ class ClassTargets:
     def criterion(self):
         return TemperedKLLoss(self.temperature)
 
-    def head_entropy(self, encoded, head_weights):
-        """Mean entropy (over rows, weighted over heads) of phase-2 targets, untempered.
+    def head_uncertainty(self, encoded, head_weights):
+        """Mean entropy and mean disagreement (over rows, weighted over heads) of phase-2
+        targets, untempered.
 
         ``encoded`` holds ``softmax(log p / T)`` (n, heads, classes); ``p`` is
         ``softmax(log target / (1 / T))`` again, up to the clipping of zeros.
         """
-        return mean_head_entropy(self.untempered(encoded), head_weights.double())
-
-    def head_epistemic(self, encoded, head_weights):
-        """Mean disagreement (over rows, weighted over heads) of phase-2 targets, untempered."""
-        return mean_head_epistemic(self.untempered(encoded), head_weights.double())
-
-    def untempered(self, encoded):
-        """Log-probabilities ``log p`` of phase-2 targets ``softmax(log p / T)``, float64."""
         tempered = torch.as_tensor(np.asarray(encoded), dtype=torch.float64)
-        return tempered_log_softmax(tempered.clamp_min(1e-300).log(), 1.0 / self.temperature)
+        log_p = tempered_log_softmax(tempered.clamp_min(1e-300).log(), 1.0 / self.temperature)
+        return mean_head_uncertainty(log_p, head_weights.double())
 
 
 def _head_probabilities(logits):

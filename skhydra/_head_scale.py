@@ -35,6 +35,7 @@ __all__ = [
     "held_out_rows",
     "mean_head_entropy",
     "mean_head_epistemic",
+    "mean_head_uncertainty",
     "row_limit",
     "spread_logits",
 ]
@@ -77,8 +78,26 @@ def mean_head_entropy(log_p, head_weights):
     >>> round(mean_head_entropy(log_p, torch.tensor([0.5, 0.5])), 4)  # (log 2 + 0) / 2
     0.3466
     """
+    return mean_head_uncertainty(log_p, head_weights)[0]
+
+
+def mean_head_uncertainty(log_p, head_weights):
+    """The heads' mean entropy and mean disagreement, from one decomposition.
+
+    ``(mean over rows of sum_h w_h H[p_h], mean over rows of H[sum_h w_h p_h] -
+    sum_h w_h H[p_h])`` for log-probabilities (n, heads, classes).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhydra._head_scale import mean_head_uncertainty
+    >>> log_p = torch.log(torch.tensor([[[1.0, 1e-30], [1e-30, 1.0]]]))
+    >>> [round(v, 4) for v in mean_head_uncertainty(log_p, torch.tensor([0.5, 0.5]))]
+    [0.0, 0.6931]
+    """
     p = log_p.exp().transpose(1, 2)  # heads on the last axis, as entropy_decomposition takes
-    return float(entropy_decomposition(p, head_weights.to(p.dtype))[1].mean())
+    total, aleatoric = entropy_decomposition(p, head_weights.to(p.dtype))
+    return float(aleatoric.mean()), float((total - aleatoric).mean())
 
 
 def fit_head_scale(logits, target_entropy, head_weights, bounds=HEAD_SCALE_BOUNDS):
@@ -187,9 +206,7 @@ def mean_head_epistemic(log_p, head_weights):
     >>> round(mean_head_epistemic(log_p, torch.tensor([0.5, 0.5])), 4)  # log 2
     0.6931
     """
-    p = log_p.exp().transpose(1, 2)
-    total, aleatoric = entropy_decomposition(p, head_weights.to(p.dtype))
-    return float((total - aleatoric).mean())
+    return mean_head_uncertainty(log_p, head_weights)[1]
 
 
 def _bisect(measure, target, bounds, rising):
