@@ -18,6 +18,18 @@ one setting at a time, with the alternatives that could close the gaps
 * ``n_bins=64``: four times the bins of the split-point encoding (on digits,
   whose pixels take 17 values, the trees have fewer split points than 16 bins
   per feature, so this student is the defaults' own);
+* ``out_of_bag=False``: the training rows labelled by every tree, not by their
+  out-of-bag trees (the same student as the defaults for extra trees, which
+  have no out-of-bag rows);
+* "evaluation rows in the transfer set": not a setting a user has, a ceiling.
+  The student is fitted on the training rows *and* the test and
+  out-of-distribution rows it is then scored on (``fit(X)`` without ``y``, so
+  labelled by the teacher alone; the row count no longer matches the teacher's
+  training rows, so there are no out-of-bag views: compare with
+  ``out_of_bag=False``). How far the body and heads get where they were shown
+  the teacher on the very rows they are scored on: the part of the gap to the
+  targets that is the transfer set's (where the student learns the members'
+  disagreement), not the network's;
 * "MLP trained on y" (regressors): scikit-learn's ``MLPRegressor`` with the
   body's layer sizes, on the teacher's one-hot encoding, standardised, trained
   on the observed targets alone with early stopping. Context for the RMSE
@@ -77,6 +89,9 @@ CASES = {
     "Wage:forest": ("tabular", "Wage", "forest"),
 }
 
+#: The ceiling variant: the student also fitted on the rows it is scored on.
+EVALUATION_ROWS = "evaluation rows in the transfer set"
+
 #: variant: (student parameters, task it applies to or None for both)
 VARIANTS = {
     "defaults": ({}, None),
@@ -87,6 +102,8 @@ VARIANTS = {
     "body 512x512": ({"body_layer_sizes": (512, 512)}, None),
     "augmentation_factor=2.5": ({"augmentation_factor": 2.5}, None),
     "n_bins=64": ({"n_bins": 64}, None),
+    "out_of_bag=False": ({"out_of_bag": False}, None),
+    EVALUATION_ROWS: ({}, None),
 }
 
 SMOKE = {"body_layer_sizes": (16,), "phase1_epochs": 2, "max_epochs": 4}
@@ -190,10 +207,11 @@ def run_case(case, seed, variants, smoke, catalogue=None, cases=None, mlp=True):
             continue
         params = {**params, **(SMOKE if smoke else {})}
         within = patch[0](ens) if patch else contextlib.nullcontext()
+        X_fit, y_fit = (_stack(X_tr, X_all), None) if label == EVALUATION_ROWS else (X_tr, y_tr)
         begin = time.perf_counter()
         with warnings.catch_warnings(), within:
             warnings.simplefilter("ignore", UserWarning)
-            student = Student(ens, random_state=seed, **params).fit(X_tr, y_tr)
+            student = Student(ens, random_state=seed, **params).fit(X_fit, y_fit)
         fit_s = time.perf_counter() - begin
         heads = members_of(student, X_all, task)
         if task == "classifier":  # heads' classes -> the teacher's class indices
