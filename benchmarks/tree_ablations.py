@@ -22,22 +22,21 @@ one setting at a time, with the alternatives that could close the gaps
   out-of-bag trees (the same student as the defaults for extra trees, which
   have no out-of-bag rows);
 * "evaluation rows in the transfer set": not a setting a user has, a ceiling.
-  The student is fitted on the training rows *and* the test and
+  The student is fitted on the training rows followed by the test and
   out-of-distribution rows it is then scored on (``fit(X)`` without ``y``, so
-  labelled by the teacher alone; the row count no longer matches the teacher's
-  training rows, so there are no out-of-bag views: compare with
-  ``out_of_bag=False``). How far the body and heads get where they were shown
-  the teacher on the very rows they are scored on: the part of the gap to the
-  targets that is the transfer set's (where the student learns the members'
-  disagreement), not the network's;
+  labelled by the teacher alone, and ``out_of_bag=True``, so the training
+  rows keep their out-of-bag views). How far the body and heads get where
+  they were shown the teacher on the very rows they are scored on: the part
+  of the gap to the targets that is the transfer set's (where the student
+  learns the members' disagreement), not the network's;
 * "half the evaluation rows in the transfer set": what a user can do, the
   realistic side of the ceiling. Every other test row and every other
-  out-of-distribution row (the even positions) join the transfer set as
-  unlabelled rows (``fit(X)`` without ``y``, so again without out-of-bag
-  views), and the student is scored on the other half alone. The rows below
-  it score the ``defaults`` and ``out_of_bag=False`` students of the same
-  split on that same half, its baselines: unlabelled rows from where the
-  student will be used, not the rows it is then asked about;
+  out-of-distribution row (the even positions) follow the training rows as
+  unlabelled rows (as above, without ``y`` and with ``out_of_bag=True``), and
+  the student is scored on the other half alone. The row below it scores the
+  ``defaults`` student of the same split on that same half, its baseline:
+  unlabelled rows from where the student will be used, not the rows it is
+  then asked about;
 * "MLP trained on y" (regressors): scikit-learn's ``MLPRegressor`` with the
   body's layer sizes, on the teacher's one-hot encoding, standardised, trained
   on the observed targets alone with early stopping. Context for the RMSE
@@ -114,12 +113,12 @@ VARIANTS = {
     "augmentation_factor=2.5": ({"augmentation_factor": 2.5}, None),
     "n_bins=64": ({"n_bins": 64}, None),
     "out_of_bag=False": ({"out_of_bag": False}, None),
-    EVALUATION_ROWS: ({}, None),
-    HALF_ROWS: ({}, None),
+    EVALUATION_ROWS: ({"out_of_bag": True}, None),
+    HALF_ROWS: ({"out_of_bag": True}, None),
 }
 
 #: Students scored again on the half of the evaluation rows :data:`HALF_ROWS` is scored on.
-HALF_BASELINES = ("defaults", "out_of_bag=False")
+HALF_BASELINES = ("defaults",)
 
 SMOKE = {"body_layer_sizes": (16,), "phase1_epochs": 2, "max_epochs": 4}
 

@@ -429,7 +429,11 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
 
     def _in_bag(self, ensemble, teacher, rank, n_rows):
         """The ensemble's bootstrap samples when its training rows get their out-of-bag view."""
-        if self.out_of_bag is False:
+        if isinstance(self.out_of_bag, str):  # "auto"
+            required = False
+        elif self.out_of_bag:
+            required = True
+        else:
             return None
         in_bag = in_bag_rows(ensemble, teacher.n_members)
         if not rank:
@@ -442,14 +446,16 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
                 "the ensemble does not say which rows its members were fitted on (random "
                 "forests, extra trees and bagging do)"
             )
-        elif in_bag.n_rows != n_rows:
+        elif in_bag.n_rows > n_rows or (in_bag.n_rows < n_rows and not required):
             reason = (
                 f"the ensemble was fitted on {in_bag.n_rows} rows and X has {n_rows}: X must "
-                "be the ensemble's training rows, in their order"
+                "be the ensemble's training rows, in their order (with out_of_bag=True, "
+                "followed by other rows)"
             )
         else:
-            return in_bag
-        if self.out_of_bag is True:
+            # out_of_bag=True and more rows: the training rows first, then rows no member saw.
+            return in_bag.with_new_rows(n_rows - in_bag.n_rows)
+        if required:
             raise ValueError(f"out_of_bag=True, but {reason}.")
         return None
 

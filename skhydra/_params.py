@@ -214,7 +214,10 @@ PARAMS = [
         training rows in their order. ``"auto"``: used when the ensemble is
         one of these, matched by rank, and was fitted by this ``fit`` or on
         as many rows as ``X`` has; ``True`` requires it (an error names what
-        is missing); ``False``: the members' predictions as they are.
+        is missing), and also takes an ``X`` that starts with the ensemble's
+        training rows, in their order, and goes on with other rows (say,
+        unlabelled rows from where the student will be used), which every
+        member labels; ``False``: the members' predictions as they are.
         Whether it was used is in ``out_of_bag_``.""",
     ),
     Param(

@@ -140,11 +140,62 @@ def test_out_of_bag_true_says_what_is_missing(table):
     forest = RandomForestRegressor(n_estimators=5, random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="X has 500"):
         HydraDistilledRegressor(forest, **budget).fit(X[:500], y[:500])
+    numpy_true = {**budget, "out_of_bag": np.True_}  # numpy booleans are booleans too
+    with pytest.raises(ValueError, match="fitted on 600 rows and X has 500"):
+        HydraDistilledRegressor(forest, **numpy_true).fit(X[:500], y[:500])
+    numpy_false = {**budget, "out_of_bag": np.False_}
+    assert not HydraDistilledRegressor(forest, **numpy_false).fit(X, y).out_of_bag_
     with pytest.raises(ValueError, match="imitate members, not ranks"):
         HydraDistilledRegressor(forest, head_matching="member", **budget).fit(X, y)
     linear = [LinearRegression().fit(X, y), LinearRegression().fit(X[:300], y[:300])]
     with pytest.raises(ValueError, match="does not say which rows"):
         HydraDistilledRegressor(linear, head_matching="rank", **budget).fit(X, y)
+
+
+def test_in_bag_rows_followed_by_rows_no_member_saw():
+    X, y = load_iris(return_X_y=True)
+    forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    in_bag = in_bag_rows(forest, 10)
+    extended = in_bag.with_new_rows(20)
+    np.testing.assert_array_equal(extended.mask(100, 150), in_bag.mask(100, 150))
+    assert not extended.mask(150, 170).any()  # new rows: every member is out of their bag
+    np.testing.assert_array_equal(extended.has_view(), np.r_[in_bag.has_view(), [True] * 20])
+    trees = in_bag_rows(ExtraTreesClassifier(n_estimators=5).fit(X, y), 5).with_new_rows(3)
+    assert trees.mask(148, 153).any(axis=1).tolist() == [True, True, False, False, False]
+    assert trees.has_view().tolist() == [False] * 150 + [True] * 3
+
+
+class _PhaseTwoSpy(HydraDistilledClassifier):
+    """Records the phase-2 targets and weights of the real rows of its last fit."""
+
+    def _train(self, transfer, targets, *args):
+        n = transfer.n_real
+        self.seen_ = (np.array(targets[1]["target"][:n]), np.array(targets[1]["weight"]), n)
+        return super()._train(transfer, targets, *args)
+
+
+def test_out_of_bag_true_takes_the_training_rows_followed_by_other_rows(table):
+    X, y, X_new = table
+    labels = (y > np.median(y)).astype(int)
+    budget = dict(body_layer_sizes=(8,), phase1_epochs=1, max_epochs=2, random_state=0)
+    forest = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, labels)
+    X_both, n = np.r_[X, X_new], len(X)
+    alone = _PhaseTwoSpy(forest, augmentation=None, **budget).fit(X)
+    both = _PhaseTwoSpy(forest, augmentation=None, out_of_bag=True, **budget).fit(X_both)
+    plain = _PhaseTwoSpy(forest, augmentation=None, out_of_bag=False, **budget).fit(X_both)
+    assert alone.out_of_bag_ and both.out_of_bag_ and not plain.out_of_bag_
+    # The training rows keep their out-of-bag views; the rows after them, every member.
+    np.testing.assert_array_equal(both.seen_[0][:n], alone.seen_[0])
+    np.testing.assert_array_equal(both.seen_[0][n:], plain.seen_[0][n:])
+    assert not np.array_equal(both.seen_[0][:n], plain.seen_[0][:n])
+    # "auto" cannot know that the first rows are the training rows: no view.
+    assert not _PhaseTwoSpy(forest, **budget).fit(X_both).out_of_bag_
+    # Extra trees: their training rows count in phase 1 only, the other rows in both.
+    trees = ExtraTreesClassifier(n_estimators=5, random_state=0).fit(X, labels)
+    spy = _PhaseTwoSpy(trees, out_of_bag=True, augmentation_factor=0.2, **budget).fit(X_both)
+    weight, n_real = spy.seen_[1], spy.seen_[2]
+    assert n_real == len(X_both)
+    assert np.all(weight[:n] == 0.0) and np.all(weight[n:] > 0.0)
 
 
 # -- the split-point encoding ---------------------------------------------------

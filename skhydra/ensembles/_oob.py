@@ -15,7 +15,7 @@ bootstrap) has no such view: the student learns the members' spread from the
 other rows (:meth:`InBag.has_view`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sklearn.frozen import FrozenEstimator
@@ -50,30 +50,50 @@ class InBag:
         Number of rows the ensemble was fitted on.
     n_members : int
         Number of members.
+    n_new : int, default=0
+        Rows after the training rows that no member saw (:meth:`with_new_rows`).
     """
 
     samples: list
     n_rows: int
     n_members: int
+    n_new: int = 0
+
+    def with_new_rows(self, n_new):
+        """The same training rows followed by ``n_new`` rows no member saw.
+
+        Examples
+        --------
+        >>> from skhydra.ensembles._oob import InBag
+        >>> trees = InBag(None, 3, 2).with_new_rows(2)  # no bootstrap: all saw every row
+        >>> trees.mask(0, 5).all(axis=1).tolist(), trees.has_view().tolist()
+        ([True, True, True, False, False], [False, False, False, True, True])
+        """
+        return replace(self, n_new=n_new)
 
     def mask(self, start, stop):
         """(stop - start, n_members) booleans: whether member m saw row start + i."""
-        if self.samples is None:
-            return np.ones((stop - start, self.n_members), dtype=bool)
         mask = np.zeros((stop - start, self.n_members), dtype=bool)
+        if self.samples is None:
+            mask[: max(0, self.n_rows - start)] = True
+            return mask
         for m, rows in enumerate(self.samples):
             lo, hi = np.searchsorted(rows, [start, stop])
             mask[rows[lo:hi] - start, m] = True
         return mask
 
     def has_view(self):
-        """(n_rows,) booleans: whether a row has enough out-of-bag members for a view."""
+        """(n_rows + n_new,) booleans: whether a row has enough out-of-bag members for a view.
+
+        A new row has every member out of its bag: its view is the members themselves.
+        """
+        new = np.ones(self.n_new, dtype=bool)
         if self.samples is None:
-            return np.zeros(self.n_rows, dtype=bool)
+            return np.r_[np.zeros(self.n_rows, dtype=bool), new]
         seen = np.zeros(self.n_rows, dtype=np.intp)
         for rows in self.samples:
             seen[rows] += 1
-        return self.n_members - seen >= MIN_OUT_OF_BAG
+        return np.r_[self.n_members - seen >= MIN_OUT_OF_BAG, new]
 
 
 def in_bag_rows(ensemble, n_members):
