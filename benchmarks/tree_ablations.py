@@ -178,6 +178,13 @@ def fidelity(task, teacher_members, student_members, n_test, y_te):
     return row
 
 
+def _fidelity_on(on, task, teacher_members, student_members, y_index, n_test):
+    """:func:`fidelity` on the evaluation rows ``on`` (positions in test + OOD rows, of
+    which the first ``n_test`` are the test rows; ``y_index`` the test rows' labels)."""
+    test = on[on < n_test]
+    return fidelity(task, teacher_members[on], student_members[on], len(test), y_index[test])
+
+
 def members_of(model, X, task):
     """Member (or head) predictions: probabilities (n, m, classes) or means (n, m)."""
     if task == "regressor":
@@ -241,21 +248,14 @@ def run_case(case, seed, variants, smoke, catalogue=None, cases=None, mlp=True):
             y_index = np.searchsorted(student.classes_, y_te)
         else:
             y_index = y_te
+        both = (task, teacher_members, heads, y_index, n)
+        timing = {"epochs": len(student.net_.history), "fit_s": fit_s}
         on = scored if label == HALF_ROWS else np.arange(len(X_all))
-        row = fidelity(task, teacher_members[on], heads[on], np.sum(on < n), y_index[on[on < n]])
-        row.update(epochs=len(student.net_.history), fit_s=fit_s)
-        rows.append((label, row))
+        rows.append((label, {**_fidelity_on(on, *both), **timing}))
         if label in HALF_BASELINES and HALF_ROWS in variants:
-            half = fidelity(
-                task,
-                teacher_members[scored],
-                heads[scored],
-                np.sum(scored < n),
-                y_index[scored[scored < n]],
-            )
-            half.update(epochs=row["epochs"], fit_s=fit_s)
+            half = {**_fidelity_on(scored, *both), **timing}
             baselines.append((f"{label}, scored on that half", half))
-    rows += baselines if any(label == HALF_ROWS for label, _ in rows) else []
+    rows += baselines
     if task == "regressor" and mlp:
         rmse_t = np.sqrt(np.mean((teacher_members[:n].mean(axis=1) - y_te) ** 2))
         ratio = mlp_on_y(X_tr, y_tr, X_te, y_te, rmse_t, seed, smoke)

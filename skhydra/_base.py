@@ -33,6 +33,7 @@ from sklearn.utils.validation import (
 from ._body import BodyParamsMixin, make_body
 from ._encoding import bin_edges, split_thresholds
 from ._head_scale import fit_head_factors, held_out_rows, row_limit
+from ._params import explicit_flag
 from ._progress import row_progress
 from ._rows import OutOfCoreRows, check_block, is_out_of_core
 from ._storage import RowStore, parse_bytes
@@ -429,11 +430,8 @@ class BaseHydra(BodyParamsMixin, BaseEstimator):
 
     def _in_bag(self, ensemble, teacher, rank, n_rows):
         """The ensemble's bootstrap samples when its training rows get their out-of-bag view."""
-        if isinstance(self.out_of_bag, str):  # "auto"
-            required = False
-        elif self.out_of_bag:
-            required = True
-        else:
+        required = explicit_flag(self.out_of_bag)  # None: "auto"
+        if required is False:
             return None
         in_bag = in_bag_rows(ensemble, teacher.n_members)
         if not rank:

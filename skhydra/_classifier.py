@@ -11,7 +11,7 @@ from sklearn.utils.validation import column_or_1d
 
 from ._base import BaseHydra
 from ._head_scale import mean_head_uncertainty
-from ._params import declare_parameters
+from ._params import declare_parameters, explicit_flag
 from .losses import TemperedKLLoss, tempered_log_softmax
 from .uncertainty import block_rows, entropy_decomposition, index_of, uncertainty_frame
 
@@ -276,8 +276,7 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         return ClassTargets(teacher.classes_, self.temperature)
 
     def _check_task_params(self):
-        forced = not isinstance(self.match_epistemic, str) and bool(self.match_epistemic)
-        if forced and len(self.head_layer_sizes) > 0:
+        if explicit_flag(self.match_epistemic) and len(self.head_layer_sizes) > 0:
             raise ValueError(
                 "match_epistemic=True needs heads of one layer (head_layer_sizes=()), "
                 "whose spread folds into their weights; got head_layer_sizes="
@@ -289,10 +288,8 @@ class HydraDistilledClassifier(ClassifierMixin, BaseHydra):
         if n_heads < 2:
             return False, False
         linear = len(self.head_layer_sizes) == 0
-        factors = []
-        for flag, needs_linear in ((self.match_aleatoric, False), (self.match_epistemic, True)):
-            if isinstance(flag, str):  # "auto"
-                factors.append(teacher.tree_based and (linear or not needs_linear))
-            else:
-                factors.append(bool(flag))  # also numpy booleans, as from a search's grid
-        return tuple(factors)
+        scale, spread = explicit_flag(self.match_aleatoric), explicit_flag(self.match_epistemic)
+        return (
+            teacher.tree_based if scale is None else scale,
+            teacher.tree_based and linear if spread is None else spread,
+        )

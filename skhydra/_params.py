@@ -15,7 +15,22 @@ from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOp
 
 from ._storage import parse_bytes
 
-__all__ = ["PARAMS", "Param", "declare_parameters"]
+__all__ = ["PARAMS", "Param", "declare_parameters", "explicit_flag"]
+
+
+def explicit_flag(value):
+    """A bool-or-``"auto"`` parameter's value: None for ``"auto"``, else a bool.
+
+    numpy booleans (as a search's grid gives them) count as booleans.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhydra._params import explicit_flag
+    >>> explicit_flag("auto"), explicit_flag(np.True_), explicit_flag(False)
+    (None, True, False)
+    """
+    return None if isinstance(value, str) else bool(value)
 
 
 class _Satisfying(Options):
